@@ -1,0 +1,1 @@
+"""Reasoning evaluation: task loaders, scoring, metrics, statistics."""
