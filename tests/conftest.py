@@ -1,0 +1,52 @@
+"""Shared fixtures: a real byte-level BPE tokenizer trained on the bundled corpora and a micro model.
+
+Both are real objects (no mocks): the tokenizer is trained by `codestage.data.tokenizer`, the model
+is a randomly initialised Llama-style HF model saved as a normal HF directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codestage.data.sources import iter_documents, sample_texts
+from codestage.data.tokenizer import load_tokenizer, train_bpe
+from codestage.model import build_model, model_config, save_model
+from codestage.resources import bundled
+
+
+def _corpus_sample(chars_per_source: int) -> list[str]:
+    texts: list[str] = []
+    for name in ("nl_en", "nl_zh", "code"):
+        docs = iter_documents([bundled("corpora", f"{name}.jsonl.gz")], name)
+        texts.extend(sample_texts(docs, chars_per_source))
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    train_bpe(_corpus_sample(150_000), vocab_size=1024, out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir: Path):
+    return load_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def micro_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    """A randomly initialised micro Llama (seed 0) with the fixture tokenizer, as a HF directory."""
+    cfg = model_config("micro", len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    out = tmp_path_factory.mktemp("model") / "micro"
+    save_model(build_model(cfg, seed=0), tokenizer, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundled_data() -> Path:
+    return bundled()
+
+
