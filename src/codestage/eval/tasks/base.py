@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Sequence
 
 Protocol = Literal["paper", "lm-eval"]
 DOMAINS = ("logic", "legal", "scientific", "analogical", "code_reasoning", "code_generation")
@@ -50,7 +50,12 @@ class TaskDataMissing(Exception):
 
 
 class Task(ABC):
-    """Base class: subclasses set the class attributes and implement `load` and `files`."""
+    """Base class: subclasses set the class attributes and implement `load` and `files`.
+
+    `folder` is the task's sub-folder of a data root laid out like the upstream releases
+    (`bundled("eval")` or a user's copy such as /work/shared/data/eval); `split` says which split or
+    subset is evaluated, for the report.
+    """
 
     name: ClassVar[str]
     domain: ClassVar[str]
@@ -58,9 +63,25 @@ class Task(ABC):
     metric: ClassVar[Literal["accuracy", "bleu"]]
     language: ClassVar[str]
     description: ClassVar[str]
+    folder: ClassVar[str] = ""
+    split: ClassVar[str] = ""
+    paper_n: ClassVar[int | None] = None
 
     def __init__(self, data_dir: Path | None = None) -> None:
         self.data_dir = data_dir
+
+    @property
+    def root(self) -> Path:
+        from codestage.resources import bundled
+
+        base = Path(self.data_dir) if self.data_dir is not None else bundled("eval")
+        return base / self.folder
+
+    def need(self, *paths: Path) -> None:
+        """Raise TaskDataMissing (the cell becomes null with this reason) unless every path exists."""
+        absent = [str(p) for p in paths if not p.is_file()]
+        if absent:
+            raise TaskDataMissing(f"{self.name}: {', '.join(absent)} not found")
 
     @abstractmethod
     def load(self) -> list[Item]:
@@ -69,3 +90,63 @@ class Task(ABC):
     @abstractmethod
     def files(self) -> list[Path]:
         """The upstream files `load` reads (hashed into results for traceability)."""
+
+    def fewshot_pool(self) -> list[Item] | None:
+        """Exemplars for k-shot prompts, in upstream order; None means the task has no separate
+        exemplar split and exemplars are drawn from its evaluation items (never the item itself)."""
+        return None
+
+    def chance(self, items: Sequence[Item]) -> float | None:
+        """Expected accuracy of a uniform random single choice under the task's scoring policy."""
+        return None
+
+
+class MultipleChoiceTask(Task):
+    """A task scored by comparing the log-likelihood of (context, continuation) pairs per choice.
+
+    `paper_pair` is the paper's prompt (the candidate sits in the context, the shared evidence
+    after it is scored); `lmeval_query` + `lmeval_choices` are the lm-evaluation-harness
+    `multiple_choice` form (question as context, each choice text as the continuation).
+    """
+
+    kind: ClassVar[Literal["multiple_choice", "generation"]] = "multiple_choice"
+    metric: ClassVar[Literal["accuracy", "bleu"]] = "accuracy"
+    target_delimiter: ClassVar[str] = " "
+
+    @abstractmethod
+    def paper_pair(self, item: ChoiceItem, choice: int) -> tuple[str, str]:
+        """(context containing the candidate, scored span) for one choice under the paper protocol."""
+
+    @abstractmethod
+    def lmeval_query(self, item: ChoiceItem) -> str:
+        """The lm-eval `doc_to_text`: everything before the choice."""
+
+    def lmeval_choices(self, item: ChoiceItem) -> list[str]:
+        """The lm-eval `doc_to_choice`: the continuation text per choice (delimiter excluded)."""
+        return list(item.choices)
+
+    def chance(self, items: Sequence[Item]) -> float | None:
+        """Mean over items of P(one uniformly random choice is the whole gold set)."""
+        if not items:
+            return None
+        hits = [1.0 / len(it.choices) if len(it.gold) == 1 else 0.0 for it in items if isinstance(it, ChoiceItem)]
+        return sum(hits) / len(hits)
+
+
+class GenerationTask(Task):
+    """A task scored on greedy generations: BLEU against the reference, tests executed for pass@k."""
+
+    kind: ClassVar[Literal["multiple_choice", "generation"]] = "generation"
+    metric: ClassVar[Literal["accuracy", "bleu"]] = "bleu"
+
+    @abstractmethod
+    def prompt(self, item: GenerationItem, protocol: Protocol) -> str:
+        """The text the model continues."""
+
+    @abstractmethod
+    def target(self, item: GenerationItem, protocol: Protocol) -> str:
+        """What an exemplar's answer looks like after its prompt (reference plus any end marker)."""
+
+    @abstractmethod
+    def stop(self, protocol: Protocol) -> list[str]:
+        """Stop sequences: generation is cut at the first one (and at EOS)."""

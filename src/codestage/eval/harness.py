@@ -1,0 +1,217 @@
+"""The evaluation entry points the CLI and the study runner call: evaluate, compare, export, list.
+
+`evaluate` loads a model once, runs every requested task (missing data -> a null cell with the
+reason), and writes `results.json` (per task: metric, value in percent, n, 95% interval,
+protocol, shots, data hashes, subsample) and `items.jsonl` (one line per item) atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from codestage.atomic import write_json, write_text
+from codestage.errors import ConfigError
+from codestage.eval.compare import compare
+from codestage.eval.generation import evaluate_generation_task
+from codestage.eval.lmeval_export import export_lm_eval
+from codestage.eval.multiple_choice import evaluate_choice_task
+from codestage.eval.protocols import check_protocol
+from codestage.eval.registry import DOMAIN_DEFAULT, TASKS, get_task, resolve_tasks
+from codestage.eval.sandbox import Limits
+from codestage.eval.scoring import Scorer
+from codestage.eval.tasks.base import GenerationTask, Item, MultipleChoiceTask, Task, TaskDataMissing
+from codestage.hashing import sha256_json, sha256_file
+
+__all__ = ["evaluate", "compare", "export_lm_eval", "list_tasks", "load_scorer"]
+
+
+def list_tasks(data_dir: Path | str | None = None) -> list[dict]:
+    """One row per task: name, domain, kind, metric, language, split, the paper's n, and whether
+    its data is present under `data_dir` (bundled data by default)."""
+    rows = []
+    for name, cls in TASKS.items():
+        task = cls(Path(data_dir) if data_dir is not None else None)
+        files = task.files()
+        present = bool(files) and files[0].is_file()
+        rows.append(
+            {
+                "name": name,
+                "domain": cls.domain,
+                "domain_default": DOMAIN_DEFAULT.get(cls.domain) == name,
+                "kind": cls.kind,
+                "metric": cls.metric,
+                "language": cls.language,
+                "split": cls.split,
+                "paper_n": cls.paper_n,
+                "description": cls.description,
+                "data_present": present,
+            }
+        )
+    return rows
+
+
+def load_scorer(model_dir: Path | str, *, device: str = "auto", batch_size: int = 16) -> Scorer:
+    """Model + tokenizer from a HF directory, bf16 on CUDA (when supported), float32 otherwise."""
+    from codestage.data.tokenizer import load_tokenizer
+    from codestage.model import check_model_dir, load_model, resolve_device
+
+    path = check_model_dir(model_dir)
+    dev = resolve_device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, device=dev, dtype=dtype)
+    return Scorer(model, tokenizer, batch_size=batch_size)
+
+
+def _select(items: list[Item], limit: int | None, sample: int | None, seed: int) -> tuple[list[Item], dict | None]:
+    for name, value in (("limit", limit), ("sample", sample)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}: must be a positive number of items, got {value}")
+    chosen = items[:limit] if limit is not None else items
+    if sample is not None and sample < len(chosen):
+        keep = sorted(random.Random(seed).sample(range(len(chosen)), sample))
+        return [chosen[i] for i in keep], {"n": sample, "of": len(chosen), "seed": seed}
+    return chosen, None
+
+
+def _provenance(task: Task) -> dict:
+    files = {}
+    for path in task.files():
+        if path.is_file():
+            files[f"{path.parent.name}/{path.name}"] = sha256_file(path)
+    return {"files": files, "data_sha256": sha256_json(files)}
+
+
+def _missing(task: Task, reason: str, protocol: str, shots: int) -> dict:
+    return {
+        "task": task.name, "domain": task.domain, "metric": task.metric, "value": None, "n": 0, "ci95": None,
+        "protocol": protocol, "shots": shots, "missing": reason,
+    }
+
+
+def evaluate(
+    model_dir: Path | str | None,
+    tasks: list[str],
+    out_dir: Path | str,
+    *,
+    data_dir: Path | str | None = None,
+    limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    protocol: str = "paper",
+    shots: int = 0,
+    batch_size: int = 16,
+    device: str = "auto",
+    max_new_tokens: int = 128,
+    execute: bool = True,
+    check_references: bool = False,
+    samples: int = 1,
+    temperature: float = 0.8,
+    timeout_s: float = 10.0,
+    scorer: Scorer | None = None,
+    progress: bool = False,
+) -> dict:
+    """Evaluate a HF causal-LM directory on tasks (task or domain names); write and return results.
+
+    `limit` keeps the first N items, `sample` a seeded random N of them (recorded in the result);
+    `samples` > 1 adds sampled pass@k for generation tasks. A pre-built `scorer` may be passed to
+    reuse a loaded model. With `check_references` (and only generation tasks) no model is needed.
+    """
+    proto = check_protocol(protocol)
+    names = resolve_tasks(list(tasks))
+    out = Path(out_dir)
+    instances = [get_task(n, data_dir) for n in names]
+    needs_model = any(isinstance(t, MultipleChoiceTask) for t in instances) or not check_references
+    if scorer is None and needs_model:
+        if model_dir is None:
+            raise ConfigError("model: a model directory is needed (only --check-references on code tasks runs without one)")
+        scorer = load_scorer(model_dir, device=device, batch_size=batch_size)
+    limits = Limits(timeout_s=timeout_s)
+    results: dict[str, Any] = {
+        "model": str(model_dir) if model_dir is not None else None,
+        "protocol": proto,
+        "shots": shots,
+        "seed": seed,
+        "data_dir": str(data_dir) if data_dir is not None else "bundled",
+        "tasks": {},
+    }
+    lines: list[str] = []
+    for task in instances:
+        started = time.perf_counter()
+        try:
+            all_items = task.load()
+        except TaskDataMissing as exc:
+            results["tasks"][task.name] = _missing(task, str(exc), proto, shots)
+            continue
+        items, subsample = _select(all_items, limit, sample, seed)
+        bar = _Progress(task.name, len(items)) if progress else None
+        if isinstance(task, MultipleChoiceTask):
+            summary, records = evaluate_choice_task(
+                task, items, all_items, scorer, protocol=proto, shots=shots, seed=seed, progress=bar.advance_requests if bar else None
+            )
+        else:
+            assert isinstance(task, GenerationTask)
+            summary, records = evaluate_generation_task(
+                task, items, all_items, scorer, protocol=proto, shots=shots, seed=seed, max_new_tokens=max_new_tokens,
+                execute=execute or check_references, check_references=check_references, samples=samples,
+                temperature=temperature, limits=limits, progress=bar.advance if bar else None,
+            )
+        if bar:
+            bar.close()
+        results["tasks"][task.name] = {
+            "task": task.name,
+            "domain": task.domain,
+            **summary,
+            "protocol": proto,
+            "shots": shots,
+            "split": task.split,
+            "paper_n": task.paper_n,
+            "limit": limit,
+            "subsample": subsample,
+            **_provenance(task),
+            "notes": list(getattr(task, "notes", [])),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        lines.extend(json.dumps(r, ensure_ascii=False) for r in records)
+    write_text(out / "items.jsonl", "".join(line + "\n" for line in lines))
+    write_json(out / "results.json", results)
+    return results
+
+
+class _Progress:
+    """A rich progress bar for one task (items for generation, requests for scoring)."""
+
+    def __init__(self, name: str, total: int) -> None:
+        from rich.progress import Progress
+
+        self._p = Progress(transient=True)
+        self._p.start()
+        self._task = self._p.add_task(name, total=None)
+        self._total = total
+
+    def advance(self, n: int) -> None:
+        self._p.advance(self._task, n)
+
+    def advance_requests(self, n: int) -> None:
+        self._p.advance(self._task, n)
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+def summary_rows(results: dict) -> Sequence[tuple[str, str, str, str]]:
+    """(task, value, ci95, n) strings for a one-screen summary."""
+    rows = []
+    for name, r in results.get("tasks", {}).items():
+        if r.get("value") is None:
+            rows.append((name, "—", r.get("missing", ""), "0"))
+        else:
+            lo, hi = r["ci95"]
+            rows.append((name, f"{r['value']:.2f} {r['metric']}", f"[{lo:.2f}, {hi:.2f}]", str(r["n"])))
+    return rows

@@ -1,0 +1,120 @@
+"""MBPP code generation: the sanitized set (427, the paper's n) and the full test split (11-510).
+
+Files: `mbpp.jsonl` (all 974 problems; fields text, code, task_id, test_setup_code, test_list,
+challenge_test_list) and the sanitized set, either as the staged `sanitized-mbpp-427.jsonl`
+(text, code, task_id, test_list, test_setup_code) or upstream `sanitized-mbpp.json` (a JSON array
+naming the task `prompt` and its imports `test_imports`). Exemplars come from the prompt split
+(task ids 1-10), never the item itself.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import ClassVar
+
+from codestage.errors import DataError
+from codestage.eval.tasks._io import field, iter_json_records, string_list
+from codestage.eval.tasks.base import GenerationItem, GenerationTask, Protocol
+
+PROMPT_IDS = range(1, 11)
+TEST_IDS = range(11, 511)
+SANITIZED_FILES = ("sanitized-mbpp-427.jsonl", "sanitized-mbpp.json")
+_ENTRY = re.compile(r"assert\s+(?:not\s+)?\(?\s*(?:set\(|math\.isclose\(|abs\()?\s*([A-Za-z_]\w*)\s*\(")
+
+
+def read_mbpp(path: Path) -> list[GenerationItem]:
+    """Every problem in the file, in file order, with its task id in `meta`."""
+    items = []
+    for line, obj in iter_json_records(path):
+        loc = f"{path}:{line}"
+        text_key = "text" if isinstance(obj, dict) and "text" in obj else "prompt"
+        text = field(obj, text_key, str, loc)
+        code = field(obj, "code", str, loc)
+        task_id = field(obj, "task_id", int, loc)
+        tests = string_list(obj, "test_list", loc)
+        if "test_setup_code" in obj:
+            setup = field(obj, "test_setup_code", str, loc)
+        else:
+            setup = "\n".join(string_list(obj, "test_imports", loc, min_len=0)) if "test_imports" in obj else ""
+        m = _ENTRY.search(tests[0])
+        items.append(
+            GenerationItem(
+                doc_id=len(items),
+                prompt=text.strip(),
+                reference=code,
+                tests=tuple(tests),
+                test_setup=setup,
+                entry_point=m.group(1) if m else None,
+                meta={"task_id": task_id, "line": line},
+            )
+        )
+    if not items:
+        raise DataError(f"{path}: no items")
+    return items
+
+
+class _Mbpp(GenerationTask):
+    domain: ClassVar[str] = "code_generation"
+    language: ClassVar[str] = "en+code"
+    folder: ClassVar[str] = "mbpp"
+
+    def _full(self) -> list[GenerationItem]:
+        self.need(self.root / "mbpp.jsonl")
+        return read_mbpp(self.root / "mbpp.jsonl")
+
+    def fewshot_pool(self) -> list[GenerationItem] | None:
+        source = self.root / "mbpp.jsonl"
+        if not source.is_file():
+            return None
+        return [it for it in read_mbpp(source) if it.meta["task_id"] in PROMPT_IDS]
+
+    def prompt(self, item: GenerationItem, protocol: Protocol) -> str:
+        if protocol == "paper":
+            return f"{item.prompt}\n Code:\n"  # the paper's Table 1 template
+        tests = "\n".join(item.tests)
+        return (
+            f"You are an expert Python programmer, and here is your task: {item.prompt} "
+            f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n"
+        )
+
+    def target(self, item: GenerationItem, protocol: Protocol) -> str:
+        return item.reference if protocol == "paper" else f"{item.reference}\n[DONE]"
+
+    def stop(self, protocol: Protocol) -> list[str]:
+        if protocol == "paper":
+            return ["\n\n\n", "\nassert ", "\nif __name__", "\nprint(", "\n```"]
+        return ["[DONE]"]
+
+
+class Mbpp(_Mbpp):
+    name: ClassVar[str] = "mbpp"
+    description: ClassVar[str] = "MBPP full, standard test split (task ids 11-510)"
+    split: ClassVar[str] = "test (task ids 11-510 of mbpp.jsonl)"
+
+    def files(self) -> list[Path]:
+        return [self.root / "mbpp.jsonl"]
+
+    def load(self) -> list[GenerationItem]:
+        items = [it for it in self._full() if it.meta["task_id"] in TEST_IDS]
+        return [GenerationItem(i, it.prompt, it.reference, it.tests, it.test_setup, it.entry_point, it.meta) for i, it in enumerate(items)]
+
+
+class MbppSanitized(_Mbpp):
+    name: ClassVar[str] = "mbpp_sanitized"
+    description: ClassVar[str] = "Sanitized MBPP, all 427 problems (the paper's set)"
+    split: ClassVar[str] = "all sanitized problems"
+    paper_n: ClassVar[int | None] = 427
+
+    def _path(self) -> Path:
+        for name in SANITIZED_FILES:
+            if (self.root / name).is_file():
+                return self.root / name
+        return self.root / SANITIZED_FILES[0]
+
+    def files(self) -> list[Path]:
+        return [self._path(), self.root / "mbpp.jsonl"]
+
+    def load(self) -> list[GenerationItem]:
+        self.need(self._path())
+        return read_mbpp(self._path())
