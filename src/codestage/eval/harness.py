@@ -153,7 +153,7 @@ def evaluate(
         bar = _Progress(task.name, len(items)) if progress else None
         if isinstance(task, MultipleChoiceTask):
             summary, records = evaluate_choice_task(
-                task, items, all_items, scorer, protocol=proto, shots=shots, seed=seed, progress=bar.advance_requests if bar else None
+                task, items, all_items, scorer, protocol=proto, shots=shots, seed=seed, progress=bar.advance if bar else None
             )
         else:
             assert isinstance(task, GenerationTask)
@@ -185,20 +185,16 @@ def evaluate(
 
 
 class _Progress:
-    """A rich progress bar for one task (items for generation, requests for scoring)."""
+    """A transient rich progress bar for one task (counts requests scored or items generated)."""
 
     def __init__(self, name: str, total: int) -> None:
         from rich.progress import Progress
 
         self._p = Progress(transient=True)
         self._p.start()
-        self._task = self._p.add_task(name, total=None)
-        self._total = total
+        self._task = self._p.add_task(f"{name} ({total} items)", total=None)
 
     def advance(self, n: int) -> None:
-        self._p.advance(self._task, n)
-
-    def advance_requests(self, n: int) -> None:
         self._p.advance(self._task, n)
 
     def close(self) -> None:
