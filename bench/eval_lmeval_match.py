@@ -7,7 +7,9 @@ protocol and for the paper protocol (lm-eval's multiple-input form).
 
 Criterion: |diff| <= 1e-4, or, for large sums, <= 4 float32 ulps of the value. lm-eval sums the
 per-token log-probabilities in float32 (we sum in float64), so a 1,700-nat sum over 185 tokens
-carries ~1.2e-4 of rounding on lm-eval's side alone (the float32 spacing at 1,700 is 1.2e-4).
+carries ~1.2e-4 of rounding on lm-eval's side alone (the float32 spacing at 1,700 is 1.2e-4). The
+columns ours-fp64 / lmeval-fp64 show each side's largest error against an unbatched float64
+forward pass on the first --fp64-items items per task.
 
 lm-eval runs in a separate interpreter: the current one if it imports lm_eval, else a throwaway
 venv (default ~/.cache/codestage/lmeval-venv) created with `pip install "lm-eval[hf]>=0.4,<0.5"`; that
@@ -99,6 +101,50 @@ def ours(model: Path, tasks: list[str], limit: int, shots: int, protocol: str, b
     return rows
 
 
+def self_exemplars(task_name: str, shots: int) -> set[int]:
+    """Items that are among their task's own first k exemplars. We skip an item as its own exemplar
+    (using exemplar k + 1 instead); lm-eval's first_n sampler does not, so these items differ by design."""
+    from codestage.eval.protocols import exemplar_order, exemplar_pool
+    from codestage.eval.registry import get_task
+
+    task = get_task(task_name)
+    if shots == 0 or task.fewshot_pool() is not None:
+        return set()
+    items = task.load()
+    return {e.doc_id for e in exemplar_order(task, exemplar_pool(task, items), 0)[:shots]}
+
+
+def float64_reference(model_dir: Path, task_name: str, protocol: str, shots: int, doc_ids: list[int]) -> dict[int, list[float]]:
+    """Per-choice log-likelihoods from one unbatched float64 forward pass per request: the ground
+    truth both implementations approximate in float32."""
+    import torch
+
+    from codestage.data.tokenizer import load_tokenizer
+    from codestage.eval.protocols import choice_requests, exemplar_picker
+    from codestage.eval.registry import get_task
+    from codestage.eval.scoring import Scorer
+    from codestage.model import load_model
+
+    global _FP64
+    if "_FP64" not in globals() or _FP64[0] != model_dir:
+        model = load_model(model_dir, dtype=torch.float64)
+        _FP64 = (model_dir, Scorer(model, load_tokenizer(model_dir), pack=False))
+    scorer = _FP64[1]
+    task = get_task(task_name)
+    items = task.load()
+    pick = exemplar_picker(task, items, shots, 0)
+    out = {}
+    for i in doc_ids:
+        lls = []
+        for ctx, cont in scorer.encode_pairs(choice_requests(task, items[i], protocol, pick(items[i]))):
+            ids = torch.tensor([ctx + cont])
+            with torch.no_grad():
+                logp = torch.log_softmax(scorer.model(ids).logits[0], dim=-1)
+            lls.append(float(sum(logp[len(ctx) + j - 1, t] for j, t in enumerate(cont))))
+        out[i] = lls
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path)
@@ -107,6 +153,7 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--tolerance", type=float, default=1e-4)
+    ap.add_argument("--fp64-items", type=int, default=5, help="items per task also scored in float64 as ground truth")
     ap.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "codestage" / "lmeval-venv")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="codestage-lmeval-match-"))
@@ -123,10 +170,12 @@ def main() -> None:
         theirs = run_lm_eval(python, model, include, names, args.limit, args.shots, args.batch_size, work / f"lmeval{suffix}")
         mine = ours(model, tasks, args.limit, args.shots, protocol, args.batch_size, work / f"ours{suffix}")
         print(f"\nprotocol {protocol}")
-        print(f"{'task':<14}{'items':>6}{'choices':>9}{'max |diff|':>12}{'max ulps':>10}{'>1e-4':>7}{'fail':>6}")
+        print(f"{'task':<14}{'items':>6}{'choices':>9}{'max |diff|':>12}{'max ulps':>10}{'>1e-4':>7}{'fail':>6}"
+              f"{'ours-fp64':>12}{'lmeval-fp64':>12}")
         for t in tasks:
             a, b = mine.get(t, {}), theirs.get(f"codestage_{t}{suffix}", {})
-            ids = sorted(set(a) & set(b))
+            excluded = self_exemplars(t, args.shots) & set(a)
+            ids = sorted((set(a) & set(b)) - excluded)
             pairs = [(x, y) for i in ids for x, y in zip(a[i], b[i], strict=True)]
             if not pairs:
                 print(f"{t:<14}{0:>6}  (no items on one side)")
@@ -137,7 +186,12 @@ def main() -> None:
             failures += fails
             worst_abs, worst_ulp = max(worst_abs, float(diffs.max())), max(worst_ulp, float(ulps.max()))
             over = int(np.sum(diffs > args.tolerance))
-            print(f"{t:<14}{len(ids):>6}{len(diffs):>9}{diffs.max():>12.2e}{ulps.max():>10.2f}{over:>7}{fails:>6}")
+            note = f"  (items {sorted(excluded)} skipped: their own exemplar)" if excluded else ""
+            ref = float64_reference(model, t, protocol, args.shots, ids[: args.fp64_items])
+            ours_err = max(abs(x - y) for i in ref for x, y in zip(a[i], ref[i]))
+            their_err = max(abs(x - y) for i in ref for x, y in zip(b[i], ref[i]))
+            print(f"{t:<14}{len(ids):>6}{len(diffs):>9}{diffs.max():>12.2e}{ulps.max():>10.2f}{over:>7}{fails:>6}"
+                  f"{ours_err:>12.1e}{their_err:>12.1e}{note}")
     verdict = "PASS" if failures == 0 else "FAIL"
     print(f"\nworst |diff| {worst_abs:.2e} nats, worst {worst_ulp:.2f} float32 ulps; "
           f"pairs over 1e-4 and over 4 ulps: {failures}: {verdict}")

@@ -1,0 +1,204 @@
+"""The study config: typed, validated, loaded from YAML; the one place defaults live.
+
+A study names its data sources, the tokenizer, the model shape, the two pretraining arms, the
+instruction-tuning runs (NN/NC/CC and the mixing strategies), evaluation and report options.
+Every section has defaults so a config only says what differs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from codestage.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    """A pretraining source: files/globs/directories; `group` is what schedules weight (text/code)."""
+
+    paths: list[str]
+    group: str = "text"
+    weight: float = Field(1.0, gt=0, description="relative weight inside its group")
+    text_field: str = "text"
+    max_docs: int | None = Field(None, gt=0)
+
+
+class InstructSetConfig(_Strict):
+    """An instruction set in an upstream format (Alpaca JSON list, Code Alpaca, self-instruct seed, jsonl)."""
+
+    paths: list[str]
+    group: str = "text"
+    weight: float = Field(1.0, gt=0)
+    max_examples: int | None = Field(None, gt=0)
+
+
+class PhaseConfig(_Strict):
+    """Weights over groups or sources from the previous phase's end to `until` (fraction of training).
+
+    With `end_weights`, weights move linearly from `weights` to `end_weights` across the phase.
+    """
+
+    until: float = Field(gt=0, le=1)
+    weights: dict[str, float]
+    end_weights: dict[str, float] | None = None
+
+
+class MixtureConfig(_Strict):
+    """Either a named preset schedule (`uniform`, `stepwise_increase`, ...) or explicit phases."""
+
+    schedule: str | None = None
+    ratio: str | None = Field(None, description="text:code for the `constant` preset, e.g. '2:1'")
+    phases: list[PhaseConfig] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "MixtureConfig":
+        if (self.schedule is None) == (self.phases is None):
+            raise ValueError("give exactly one of `schedule` (a preset name) or `phases`")
+        return self
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(200, gt=0)
+    batch_size: int = Field(8, gt=0, description="sequences per micro-batch")
+    grad_accum: int = Field(1, gt=0)
+    seq_len: int = Field(256, gt=1)
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    log_every: int = Field(10, gt=0)
+    checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
+
+
+class TokenizerConfig(_Strict):
+    path: str | None = Field(None, description="a HF tokenizer directory to use instead of training one")
+    vocab_size: int = Field(4096, ge=300)
+    sample_chars_per_source: int = Field(1_000_000, gt=0)
+
+
+class ModelConfig(_Strict):
+    preset: str = "tiny"
+    init_from: str | None = Field(None, description="start pretraining from this HF causal-LM directory")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class PretrainConfig(_Strict):
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    arms: dict[str, MixtureConfig] = Field(
+        default_factory=lambda: {
+            "NL": MixtureConfig(schedule="text_only"),
+            "CODE": MixtureConfig(schedule="constant", ratio="2:1"),
+        }
+    )
+
+
+class InstructRunConfig(_Strict):
+    base: str = Field(description="the pretraining arm to start from (NL or CODE)")
+    mixture: MixtureConfig
+    table: Literal["instruct", "mixing"] = Field("instruct", description="which report table the run belongs to")
+
+
+class InstructConfig(_Strict):
+    sets: dict[str, InstructSetConfig] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=100, lr=1e-3, warmup_steps=10, seq_len=384))
+    template: str = "alpaca"
+    runs: dict[str, InstructRunConfig] = Field(default_factory=dict)
+
+
+class EvalConfig(_Strict):
+    data_dir: str | None = Field(None, description="root with ceval_logic/, logiqa/, ... (default: bundled slice)")
+    tasks: list[str] = Field(default_factory=lambda: ["logic", "legal", "scientific", "analogical", "code_reasoning", "code_generation"])
+    sample: int | None = Field(None, gt=0, description="seeded subsample per task; null = full sets")
+    protocol: Literal["paper", "lm-eval"] = "paper"
+    shots: int = Field(0, ge=0)
+    batch_size: int = Field(16, gt=0)
+    max_new_tokens: int = Field(128, gt=0)
+    execute: bool = True
+    device: str = "auto"
+
+
+class StudyConfig(_Strict):
+    name: str = "study"
+    seed: int = 0
+    sources: dict[str, SourceConfig]
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    instruct: InstructConfig = Field(default_factory=InstructConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    base_dir: Path = Field(Path("."), exclude=True, description="relative data paths resolve against this")
+
+    @field_validator("sources")
+    @classmethod
+    def _some_sources(cls, v: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
+        if not v:
+            raise ValueError("at least one pretraining source is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _runs_name_known_arms(self) -> "StudyConfig":
+        for name, run in self.instruct.runs.items():
+            if name in self.pretrain.arms:
+                raise ValueError(f"instruct.runs.{name}: the name is already a pretraining arm; run names must be unique")
+            if run.base not in self.pretrain.arms:
+                raise ValueError(
+                    f"instruct.runs.{name}.base: {run.base!r} is not a pretraining arm ({', '.join(self.pretrain.arms)})"
+                )
+        return self
+
+
+def _format_validation_error(exc: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid config"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], *, origin: str = "config", base_dir: Path | None = None) -> StudyConfig:
+    """Validate a config mapping; errors name the field path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        cfg = StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from None
+    if base_dir is not None:
+        cfg.base_dir = base_dir
+    return cfg
+
+
+def load_config(path: Path | str) -> StudyConfig:
+    """Load a study YAML; relative data paths resolve against the YAML's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_config(data, origin=str(path), base_dir=path.parent.resolve())
+
+
+def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
+    """The resolved config as plain data (written into results for traceability)."""
+    return cfg.model_dump(mode="json")

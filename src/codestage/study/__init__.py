@@ -1,0 +1,1 @@
+"""Study orchestration: the runner (steps, caching, resume) and the report."""

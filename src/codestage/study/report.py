@@ -1,0 +1,252 @@
+"""The study report: the paper's three tables for our runs, the paper's numbers beside them,
+95% intervals and n for every cell, plus results.json and plots.
+
+Cells are keyed by domain (logic, legal, ...). Each domain's cell shows the paper's own evaluation
+set for it when that task was evaluated (see DOMAIN_DEFAULT); other evaluated tasks are listed in
+a further table. Missing data gives an empty cell with its reason, never a number.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from codestage.atomic import write_json, write_text  # noqa: E402
+from codestage.eval.tasks.base import DOMAINS  # noqa: E402
+from codestage.resources import bundled  # noqa: E402
+
+STAGES = ("pretrain", "instruct", "mixing")
+TITLES = {
+    "pretrain": "Table 1: pre-training stage (NL vs CODE)",
+    "instruct": "Table 2: instruction-tuning stage (NN / NC / CC)",
+    "mixing": "Table 3: dynamic mixing strategies (instruction tuning from CODE)",
+}
+DOMAIN_LABELS = {"logic": "logic", "legal": "legal", "scientific": "scientific", "analogical": "analogical",
+                 "code_reasoning": "code reasoning", "code_generation": "code generation"}
+
+
+def load_paper_results(path: Path | None = None) -> dict[str, Any]:
+    return json.loads((path or bundled("paper", "reported_results.json")).read_text(encoding="utf-8"))
+
+
+def _domain_cells(eval_results: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Split a results.json's tasks into one cell per domain (the paper's set first) and the rest."""
+    from codestage.eval.registry import DOMAIN_DEFAULT
+
+    tasks = eval_results.get("tasks", {})
+    cells: dict[str, dict[str, Any]] = {}
+    for domain in DOMAINS:
+        preferred = DOMAIN_DEFAULT.get(domain)
+        if preferred in tasks:
+            cells[domain] = tasks[preferred]
+        else:
+            same = [t for t in tasks.values() if t.get("domain") == domain]
+            if same:
+                cells[domain] = same[0]
+    used = {id(c) for c in cells.values()}
+    extra = {name: t for name, t in tasks.items() if id(t) not in used}
+    return cells, extra
+
+
+def _cell_json(task: Mapping[str, Any]) -> dict[str, Any]:
+    keep = ("task", "metric", "value", "n", "ci95", "missing", "subsample", "chance", "protocol", "shots")
+    return {k: task[k] for k in keep if k in task}
+
+
+def _fmt(task: Mapping[str, Any] | None) -> str:
+    if task is None:
+        return "not evaluated"
+    if task.get("value") is None:
+        return f"— ({task.get('missing', 'no value')})"
+    lo, hi = task.get("ci95") or (float("nan"), float("nan"))
+    return f"{task['value']:.2f} [{lo:.1f}, {hi:.1f}] n={task['n']}"
+
+
+def _paper_fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def build_results(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]) -> dict[str, Any]:
+    """results.json: per run its stage and one cell per domain, plus the config that made them."""
+    out_runs: dict[str, Any] = {}
+    for name, info in runs.items():
+        results = json.loads((Path(info["eval_dir"]) / "results.json").read_text(encoding="utf-8"))
+        cells, extra = _domain_cells(results)
+        out_runs[name] = {
+            "stage": info["stage"],
+            "same_run_as": info.get("alias_of"),
+            "base": info.get("base"),
+            "tasks": {d: _cell_json(c) for d, c in cells.items()},
+            "other_tasks": {n: _cell_json(t) for n, t in extra.items()},
+        }
+    return {"runs": out_runs, "config": dict(config)}
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def plot_losses(runs: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, info in runs.items():
+        if info.get("alias_of"):
+            continue
+        rows = _read_metrics(info["dir"])
+        if not rows:
+            continue
+        ax = axes[0] if info["stage"] == "pretrain" else axes[1]
+        ax.plot([r["tokens"] / 1e6 for r in rows], [r["loss"] for r in rows], label=name, marker=".", markersize=3)
+    for ax, title in zip(axes, ("pre-training", "instruction tuning (response tokens)")):
+        ax.set_title(f"training loss: {title}")
+        ax.set_xlabel("tokens seen (M)")
+        ax.set_ylabel("loss (nats/token)")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_scores(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str, path: Path) -> bool:
+    names = [n for n, r in results["runs"].items() if r["stage"] == stage]
+    if not names:
+        return False
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        xs, ys, lo, hi, px, py = [], [], [], [], [], []
+        for d, domain in enumerate(DOMAINS):
+            x = d + (i - (len(names) - 1) / 2) * width
+            cell = results["runs"][name]["tasks"].get(domain)
+            if cell and cell.get("value") is not None:
+                xs.append(x)
+                ys.append(cell["value"])
+                lo.append(cell["value"] - cell["ci95"][0])
+                hi.append(cell["ci95"][1] - cell["value"])
+            pv = paper.get("tables", {}).get(stage, {}).get(name, {}).get(domain)
+            if pv is not None:
+                px.append(x)
+                py.append(pv)
+        bars = ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=f"{name} (ours, 95% CI)")
+        if px:
+            ax.scatter(px, py, marker="x", color=bars.patches[0].get_facecolor() if bars.patches else None,
+                       edgecolor="black", s=40, zorder=3, label=f"{name} (paper)")
+    ax.set_xticks(range(len(DOMAINS)), [DOMAIN_LABELS[d] for d in DOMAINS])
+    ax.set_ylabel("accuracy % / BLEU x100")
+    ax.set_title(TITLES[stage])
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _table(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str) -> list[str]:
+    names = [n for n, r in results["runs"].items() if r["stage"] == stage]
+    if not names:
+        return []
+    head = "| run | " + " | ".join(DOMAIN_LABELS[d] for d in DOMAINS) + " |"
+    lines = [f"### {TITLES[stage]}", "", head, "|" + "---|" * (len(DOMAINS) + 1)]
+    for name in names:
+        run = results["runs"][name]
+        lines.append(f"| **{name}** (ours) | " + " | ".join(_fmt(run["tasks"].get(d)) for d in DOMAINS) + " |")
+        pv = paper.get("tables", {}).get(stage, {}).get(name)
+        if pv is not None:
+            lines.append(f"| {name} (paper) | " + " | ".join(_paper_fmt(pv.get(d)) for d in DOMAINS) + " |")
+    aliases = [f"`{n}` is the same run as `{results['runs'][n]['same_run_as']}` (identical inputs, trained once)"
+               for n in names if results["runs"][n].get("same_run_as")]
+    if aliases:
+        lines += ["", "; ".join(aliases) + "."]
+    return lines + [""]
+
+
+def _mixture_lines(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = ["## What each run was trained on", "",
+             "Tokens drawn per source (from each run's `mixture.json`; phases in the run folder).", "",
+             "| run | stage | steps | final loss | tokens per source | passes over each source |", "|---|---|---|---|---|---|"]
+    for name, info in runs.items():
+        if info.get("alias_of"):
+            continue
+        mix_path = Path(info["dir"]) / "mixture.json"
+        rows = _read_metrics(info["dir"])
+        if not mix_path.exists() or not rows:
+            continue
+        mix = json.loads(mix_path.read_text(encoding="utf-8"))
+        toks = ", ".join(f"{s} {n:,}" for s, n in sorted(mix["tokens_total"].items()))
+        ep = ", ".join(f"{s} {v:g}" for s, v in sorted(mix["epochs"].items()))
+        lines.append(f"| {name} | {info['stage']} | {rows[-1]['step']} | {rows[-1]['loss']:.3f} | {toks} | {ep} |")
+    return lines + [""]
+
+
+def _notes(results: Mapping[str, Any]) -> list[str]:
+    """Evaluation sets, n, subsampling and missing data, read off the results themselves."""
+    seen: dict[str, dict[str, Any]] = {}
+    for run in results["runs"].values():
+        for domain, cell in run["tasks"].items():
+            seen.setdefault(domain, cell)
+    lines = ["## Evaluation sets", "", "| domain | task | metric | n | subsample | chance | protocol |", "|---|---|---|---|---|---|---|"]
+    for domain in DOMAINS:
+        c = seen.get(domain)
+        if c is None:
+            lines.append(f"| {DOMAIN_LABELS[domain]} | not evaluated | | | | | |")
+            continue
+        sub = c.get("subsample")
+        sub_txt = f"seeded {sub['n']} of {sub['of']} (seed {sub['seed']})" if sub else "full set"
+        if c.get("value") is None:
+            sub_txt = f"missing: {c.get('missing')}"
+        chance = c.get("chance")
+        lines.append(f"| {DOMAIN_LABELS[domain]} | {c.get('task')} | {c.get('metric')} | {c.get('n')} | {sub_txt} | "
+                     f"{'' if chance is None else f'{chance:.1f}'} | {c.get('protocol', '')} |")
+    return lines + [""]
+
+
+def write_report(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any], out_dir: Path,
+                 *, timings: Mapping[str, Any] | None = None, paper_path: Path | None = None) -> dict[str, Any]:
+    """Write out_dir/report.md, out_dir/results.json and out_dir/plots/*.png; return results."""
+    out_dir = Path(out_dir)
+    paper = load_paper_results(paper_path)
+    results = build_results(runs, config)
+    results["paper"] = {"source": paper.get("source"), "tables": paper.get("tables")}
+    plots = out_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_losses(runs, plots / "loss.png")
+    made = [s for s in STAGES if plot_scores(results, paper, s, plots / f"scores_{s}.png")]
+
+    md = [f"# codestage report: {config.get('name', 'study')}", "",
+          "Each cell: our score [95% bootstrap interval] and the number of items n; accuracy in %, code generation is "
+          "smoothed corpus BLEU-4 x 100. The paper's published numbers (PanGu-alpha 2.6B; "
+          "`reported_results.json`) sit in the row below ours. Our models are far smaller than the paper's, so read the "
+          "*differences between runs* against their intervals, not the absolute levels.", ""]
+    for stage in STAGES:
+        md += _table(results, paper, stage)
+    md += ["## Plots", "", "![training loss](plots/loss.png)", ""]
+    md += [f"![{s}](plots/scores_{s}.png)" for s in made] + [""]
+    md += _notes(results)
+    md += _mixture_lines(runs)
+    other = {n: r["other_tasks"] for n, r in results["runs"].items() if r["other_tasks"]}
+    if other:
+        md += ["## Other evaluated tasks", "", "| run | task | value |", "|---|---|---|"]
+        md += [f"| {n} | {t} | {_fmt(c)} |" for n, ts in other.items() for t, c in ts.items()] + [""]
+    if timings:
+        md += ["## Steps", "", "| step | seconds |", "|---|---|"]
+        for name, t in timings.items():
+            detail = t.get("seconds", "up to date" if t.get("skipped") else f"same as {t.get('alias_of')}")
+            md.append(f"| {name} | {detail} |")
+        md.append("")
+    notes = paper.get("notes", [])
+    if notes:
+        md += ["## Notes on the paper's numbers", ""] + [f"- {n}" for n in notes] + [""]
+    write_json(out_dir / "results.json", results)
+    write_text(out_dir / "report.md", "\n".join(md))
+    return results

@@ -1,0 +1,1 @@
+"""Training stage: one shared loop, with pretraining and instruction-tuning batch sources."""
