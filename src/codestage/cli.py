@@ -38,10 +38,12 @@ def _summary(results: dict, out: Path) -> None:
     from codestage.eval.tasks.base import DOMAINS
 
     table = Table(title="codestage: scores (accuracy % / BLEU x100), 95% CI in the report")
-    table.add_column("run")
-    table.add_column("stage")
+    short = {"logic": "logic", "legal": "legal", "scientific": "sci", "analogical": "analog",
+             "code_reasoning": "code-r", "code_generation": "code-g"}
+    table.add_column("run", no_wrap=True)
+    table.add_column("stage", no_wrap=True)
     for d in DOMAINS:
-        table.add_column(d.replace("_", " "), justify="right")
+        table.add_column(short.get(d, d), justify="right", no_wrap=True)
     for name, run in results["runs"].items():
         cells = []
         for d in DOMAINS:
@@ -89,8 +91,113 @@ def plan(config: Path = typer.Argument(..., help="study YAML"), out: Path = type
     Console().print(table)
 
 
+@app.command("eval")
+def eval_cmd(
+    model: Optional[Path] = typer.Option(None, "--model", help="HF causal-LM directory (ours or anyone's)"),
+    tasks: str = typer.Option("logic,legal,scientific,analogical,code_reasoning,code_generation", "--tasks",
+                              help="comma-separated task or domain names, or 'all' (see `codestage tasks list`)"),
+    out: Path = typer.Option(..., "--out", help="output folder for results.json and items.jsonl"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="evaluation data folder (default: the bundled slice)"),
+    protocol: str = typer.Option("paper", "--protocol", help="paper | lm-eval"),
+    shots: int = typer.Option(0, "--shots", min=0, help="number of exemplars from the prompt split"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N items of each task"),
+    sample: Optional[int] = typer.Option(None, "--sample", min=1, help="a seeded random N items of each task"),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
+    samples: int = typer.Option(1, "--samples", min=1, help="generations per code item for pass@k (k <= samples)"),
+    temperature: float = typer.Option(0.8, "--temperature", min=0.0),
+    no_execute: bool = typer.Option(False, "--no-execute", help="do not run generated code (BLEU only)"),
+    check_references: bool = typer.Option(False, "--check-references",
+                                          help="run the reference solutions instead of model output (harness self-test)"),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="seconds per executed program"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Evaluate any HF causal-LM directory on the reasoning tasks; write results.json and items.jsonl."""
+    from codestage.eval.harness import evaluate, summary_rows
+
+    results = evaluate(model, [tasks], out, data_dir=data_dir, limit=limit, sample=sample, seed=seed, protocol=protocol,
+                       shots=shots, batch_size=batch_size, device=device, max_new_tokens=max_new_tokens,
+                       execute=not no_execute, check_references=check_references, samples=samples,
+                       temperature=temperature, timeout_s=timeout, progress=not quiet)
+    table = Table("task", "score", "95% CI", "n", title=f"codestage eval ({results['protocol']}, {results['shots']}-shot)")
+    for row in summary_rows(results):
+        table.add_row(*row)
+    Console().print(table)
+    console.print(f"results: {out / 'results.json'}   items: {out / 'items.jsonl'}")
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="eval folder (or items.jsonl) of run A"),
+    run_b: Path = typer.Argument(..., help="eval folder (or items.jsonl) of run B"),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON here"),
+) -> None:
+    """Paired difference A - B per task with its 95% interval and a paired-bootstrap p-value."""
+    from codestage.atomic import write_json
+    from codestage.eval.harness import compare as compare_runs
+
+    result = compare_runs(run_a, run_b, seed=seed)
+    table = Table("task", "metric", "n", "A", "B", "A - B", "95% CI", "p", title=f"{run_a}  vs  {run_b}")
+    for task, r in result["tasks"].items():
+        lo, hi = r["ci95"]
+        table.add_row(task, r["metric"], str(r["n"]), f"{r['a']:.2f}", f"{r['b']:.2f}", f"{r['diff']:+.2f}",
+                      f"[{lo:+.2f}, {hi:+.2f}]", f"{r['p_value']:.3f}")
+    Console().print(table)
+    if result["unpaired_tasks"]:
+        console.print(f"tasks in only one run (not compared): {', '.join(result['unpaired_tasks'])}")
+    if json_out:
+        write_json(json_out, result)
+
+
+tasks_app = typer.Typer(no_args_is_help=True, help="The evaluation tasks: list them, export them to lm-evaluation-harness.")
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("list")
+def tasks_list(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="evaluation data folder (default: bundled)")) -> None:
+    """Every task: domain, kind, metric, split, the paper's n and whether its data is present."""
+    from codestage.eval.harness import list_tasks
+
+    table = Table("task", "domain", "kind", "metric", "split", "paper n", "data", title="codestage tasks (* = the domain's default)")
+    for r in list_tasks(data_dir):
+        table.add_row(r["name"] + (" *" if r["domain_default"] else ""), r["domain"], r["kind"], r["metric"], r["split"],
+                      str(r["paper_n"] or ""), "present" if r["data_present"] else "missing")
+    Console().print(table)
+
+
+@tasks_app.command("export-lm-eval")
+def tasks_export(
+    out: Path = typer.Argument(..., help="folder for the lm-evaluation-harness task YAMLs"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated tasks (default: all with data)"),
+) -> None:
+    """Write lm-evaluation-harness task YAMLs (+ data) so the same tasks run there too."""
+    from codestage.eval.harness import export_lm_eval
+
+    written = export_lm_eval(out, data_dir=data_dir, tasks=[tasks] if tasks else None)
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"run: lm_eval --model hf --model_args pretrained=MODEL --include_path {out} --tasks codestage")
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars and messages say what happens; silence the libraries' per-call chatter."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def main() -> None:
     """Entry point: bad input ends with a one-line message and exit status 2, not a traceback."""
+    _quiet_libraries()
     try:
         app()
     except CodestageError as exc:

@@ -63,7 +63,7 @@ def _fmt(task: Mapping[str, Any] | None) -> str:
     if task is None:
         return "not evaluated"
     if task.get("value") is None:
-        return f"— ({task.get('missing', 'no value')})"
+        return "— (data missing; see Evaluation sets)" if task.get("missing") else "—"
     lo, hi = task.get("ci95") or (float("nan"), float("nan"))
     return f"{task['value']:.2f} [{lo:.1f}, {hi:.1f}] n={task['n']}"
 
@@ -140,7 +140,7 @@ def plot_scores(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str
         bars = ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=f"{name} (ours, 95% CI)")
         if px:
             ax.scatter(px, py, marker="x", color=bars.patches[0].get_facecolor() if bars.patches else None,
-                       edgecolor="black", s=40, zorder=3, label=f"{name} (paper)")
+                       s=40, zorder=3, label=f"{name} (paper)")
     ax.set_xticks(range(len(DOMAINS)), [DOMAIN_LABELS[d] for d in DOMAINS])
     ax.set_ylabel("accuracy % / BLEU x100")
     ax.set_title(TITLES[stage])
