@@ -41,7 +41,8 @@ DEFAULT_TASKS = "ceval_logic,logiqa_en,logiqa_zh,jecqa_kd,scienceqa,cosqa"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def build_model(out: Path) -> Path:
+def build_model(out: Path, preset: str = "tiny") -> Path:
+    """A seeded random model of `preset` with an 8K BPE tokenizer trained on the bundled corpora."""
     from codestage.data.sources import iter_documents, sample_texts
     from codestage.data.tokenizer import load_tokenizer, train_bpe
     from codestage.model import build_model as build, model_config, save_model
@@ -52,7 +53,7 @@ def build_model(out: Path) -> Path:
         texts += sample_texts(iter_documents([bundled("corpora", f"{name}.jsonl.gz")], name), 300_000)
     train_bpe(texts, vocab_size=8192, out_dir=out / "tokenizer")
     tok = load_tokenizer(out / "tokenizer")
-    cfg = model_config("tiny", len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_position_embeddings=2048)
+    cfg = model_config(preset, len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_position_embeddings=2048)
     save_model(build(cfg, seed=0), tok, out / "model")
     return out / "model"
 

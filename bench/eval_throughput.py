@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_lmeval_match import SRC, lm_eval_python  # noqa: E402
+from eval_lmeval_match import SRC, build_model, lm_eval_python  # noqa: E402
 
 from codestage.eval.harness import evaluate, export_lm_eval  # noqa: E402
 
@@ -53,7 +53,9 @@ json.dump({"seconds": elapsed, "samples": samples}, open(args["out"], "w"))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--model", type=Path, help="HF model dir (default: a seeded random model of --preset)")
+    ap.add_argument("--preset", default="125m", help="model preset to build when --model is not given")
+    ap.add_argument("--json", type=Path, help="write the figures here as JSON")
     ap.add_argument("--tasks", default="logiqa_en,logiqa_zh,jecqa_kd,scienceqa,cosqa")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--limit", type=int, default=None)
@@ -65,6 +67,9 @@ def main() -> None:
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     work = Path(tempfile.mkdtemp(prefix="codestage-throughput-"))
+    built = args.model is None
+    if built:
+        args.model = build_model(work / "built", args.preset)
     export_lm_eval(work / "export", tasks=tasks)
     suffix = "" if args.protocol == "lm-eval" else "_paper"
     names = [f"codestage_{t}{suffix}" for t in tasks]
@@ -118,6 +123,14 @@ def main() -> None:
     if diffs:
         print(f"per-choice log-likelihood |diff|: max {max(diffs):.2e}, median {float(np.median(diffs)):.2e}; "
               f"same argmax choice on {agree}/{total} items")
+    if args.json:
+        figures = {"model": str(args.model), "preset": args.preset if built else None, "device": args.device,
+                   "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None, "dtype": dtype,
+                   "batch_size": args.batch_size, "protocol": args.protocol, "tasks": tasks, "items": n_items,
+                   "codestage_s": ours_s, "lmeval_s": theirs["seconds"], "speedup": theirs["seconds"] / ours_s,
+                   "max_abs_diff": max(diffs) if diffs else None, "median_abs_diff": float(np.median(diffs)) if diffs else None,
+                   "same_argmax": [agree, total]}
+        args.json.write_text(json.dumps(figures, indent=1))
 
 
 def _has_cuda() -> bool:

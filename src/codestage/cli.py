@@ -73,9 +73,13 @@ def run(
     only: Optional[list[str]] = typer.Option(None, "--only", help="run only steps whose name starts with this (repeatable)"),
     force: bool = typer.Option(False, "--force", help="rerun steps even when their outputs are up to date"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed (one study folder per seed)"),
 ) -> None:
     """Run a study from a YAML config; finished steps with the same inputs are skipped."""
-    _run_study(load_config(config), out, full_eval=full_eval, only=only, force=force, quiet=quiet)
+    cfg = load_config(config)
+    if seed is not None:
+        cfg.seed = seed
+    _run_study(cfg, out, full_eval=full_eval, only=only, force=force, quiet=quiet)
 
 
 @app.command()

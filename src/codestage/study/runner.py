@@ -153,7 +153,8 @@ class Study:
         else:
             conf = model_config(mc.preset, len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **mc.overrides)
             model = build_model(conf, seed=self.cfg.seed)
-        pretrain(model, tok, stores, self.groups, self.arm_schedules[arm], self.cfg.pretrain.train, out,
+        train_cfg = self.cfg.pretrain.train.model_copy(update={"seed": self.cfg.seed})  # the study's seed drives data order too
+        pretrain(model, tok, stores, self.groups, self.arm_schedules[arm], train_cfg, out,
                  name=f"pretrain {arm}", progress=self.progress)
 
     def _instruct(self, name: str, out: Path) -> None:
@@ -166,7 +167,8 @@ class Study:
             sets[n], reports[n] = data.examples, data.report()
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "instruction_sets.json", reports)
-        instruct_tune(model, tok, sets, self.instruct_groups, self.run_schedules[name], self.cfg.instruct.train, out,
+        train_cfg = self.cfg.instruct.train.model_copy(update={"seed": self.cfg.seed})
+        instruct_tune(model, tok, sets, self.instruct_groups, self.run_schedules[name], train_cfg, out,
                       template=self.cfg.instruct.template, name=f"instruct {name}", progress=self.progress)
 
     def _evaluate(self, model_step: Step, out: Path) -> None:
