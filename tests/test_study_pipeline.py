@@ -44,7 +44,8 @@ def micro_config(tmp: Path) -> Path:
                 "stepwise_decrease": {"base": "CODE", "mixture": {"schedule": "stepwise_decrease"}, "table": "mixing"},
             },
         },
-        "eval": {"sample": 3, "max_new_tokens": 4, "batch_size": 8, "device": "cpu"},
+        "eval": {"sample": 3, "max_new_tokens": 4, "batch_size": 8, "device": "cpu",
+                 "heldout": {"code": {"paths": [str(d / "corpora/code.jsonl.gz")], "skip_docs": 60, "max_tokens": 1500}}},
     }
     path = tmp / "micro.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -92,6 +93,20 @@ def test_report_cells_come_from_the_runs_items(study_out) -> None:
         assert len(legal) == 3
         acc = 100.0 * sum(r["correct"] for r in legal) / len(legal)
         assert results["runs"][run]["tasks"]["legal"]["value"] == pytest.approx(acc)
+
+
+def test_heldout_loss_and_continuous_metrics_are_reported(study_out) -> None:
+    out, results, _ = study_out
+    for run in RUNS:
+        h = results["runs"][run]["heldout"]["code"]
+        assert h["skip_docs"] == 60 and h["documents"] >= 1 and 0 < h["tokens"] <= 1500
+        assert 0 < h["bits_per_byte"] < 20 and h["nats_per_token"] > 0
+    # NL and CODE are different models: their held-out code losses differ
+    assert results["runs"]["NL"]["heldout"]["code"]["nats_per_token"] != results["runs"]["CODE"]["heldout"]["code"]["nats_per_token"]
+    legal = results["runs"]["NL"]["tasks"]["legal"]
+    assert legal["gold_logprob"]["n"] == 3 and "value" in legal["margin"]
+    md = (out / "report.md").read_text()
+    assert "## Held-out loss" in md and "## Continuous metrics" in md
 
 
 def test_cc_is_the_stepwise_decrease_run_trained_once(study_out) -> None:

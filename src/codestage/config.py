@@ -118,6 +118,16 @@ class InstructConfig(_Strict):
     runs: dict[str, InstructRunConfig] = Field(default_factory=dict)
 
 
+class HeldoutConfig(_Strict):
+    """Held-out documents for a language-modelling loss per model: a source's documents after its
+    first `skip_docs` (give the source `max_docs: skip_docs` so training never sees them)."""
+
+    paths: list[str]
+    skip_docs: int = Field(0, ge=0)
+    max_tokens: int = Field(200_000, gt=0)
+    text_field: str = "text"
+
+
 class EvalConfig(_Strict):
     data_dir: str | None = Field(None, description="root with ceval_logic/, logiqa/, ... (default: bundled slice)")
     tasks: list[str] = Field(default_factory=lambda: ["logic", "legal", "scientific", "analogical", "code_reasoning", "code_generation"])
@@ -128,6 +138,7 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(128, gt=0)
     execute: bool = True
     device: str = "auto"
+    heldout: dict[str, HeldoutConfig] = Field(default_factory=dict, description="name -> held-out documents scored per model")
 
 
 class StudyConfig(_Strict):

@@ -55,7 +55,8 @@ def _domain_cells(eval_results: Mapping[str, Any]) -> tuple[dict[str, dict[str, 
 
 
 def _cell_json(task: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("task", "metric", "value", "n", "ci95", "missing", "subsample", "chance", "protocol", "shots")
+    keep = ("task", "metric", "value", "n", "ci95", "missing", "subsample", "chance", "protocol", "shots",
+            "gold_logprob", "margin", "pass@1", "bits_per_byte")
     return {k: task[k] for k in keep if k in task}
 
 
@@ -85,7 +86,49 @@ def build_results(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, An
             "tasks": {d: _cell_json(c) for d, c in cells.items()},
             "other_tasks": {n: _cell_json(t) for n, t in extra.items()},
         }
+        heldout = Path(info["eval_dir"]) / "heldout.json"
+        if heldout.is_file():
+            out_runs[name]["heldout"] = json.loads(heldout.read_text(encoding="utf-8"))
     return {"runs": out_runs, "config": dict(config)}
+
+
+def _continuous_lines(results: Mapping[str, Any]) -> list[str]:
+    """Mean log-prob of the gold choice and its margin over the best wrong one (multiple choice),
+    bits per byte of the reference and pass@1 (code generation): signals that move before accuracy does."""
+    lines = ["## Continuous metrics", "",
+             "Multiple choice: mean log-probability of the gold choice under the protocol's score / its margin over the "
+             "best wrong choice (higher is better). Code generation: bits per byte of the reference solution (lower is "
+             "better) and pass@1 (%).", "",
+             "| run | " + " | ".join(DOMAIN_LABELS[d] for d in DOMAINS) + " |", "|---|" + "---|" * len(DOMAINS)]
+    for name, run in results["runs"].items():
+        cells = []
+        for d in DOMAINS:
+            c = run["tasks"].get(d) or {}
+            if c.get("value") is None:
+                cells.append("—")
+            elif c.get("bits_per_byte"):
+                p1 = (c.get("pass@1") or {}).get("value")
+                cells.append(f"{c['bits_per_byte']['value']:.3f} bpb" + (f", pass@1 {p1:.1f}" if p1 is not None else ""))
+            elif c.get("gold_logprob") and c.get("margin"):
+                cells.append(f"{c['gold_logprob']['value']:.3f} / {c['margin']['value']:+.3f}")
+            else:
+                cells.append("—")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _heldout_lines(results: Mapping[str, Any]) -> list[str]:
+    runs = {n: r["heldout"] for n, r in results["runs"].items() if r.get("heldout")}
+    if not runs:
+        return []
+    names = sorted({k for h in runs.values() for k in h})
+    lines = ["## Held-out loss", "", "Bits per byte on held-out documents (never trained on; lower is better) and nats per token.", "",
+             "| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for run, h in runs.items():
+        lines.append(f"| {run} | " + " | ".join(
+            f"{h[k]['bits_per_byte']:.4f} bpb ({h[k]['nats_per_token']:.3f} nats/tok, {h[k]['tokens']:,} tok)" if k in h else "—"
+            for k in names) + " |")
+    return lines + [""]
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -233,6 +276,8 @@ def write_report(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any
     md += ["## Plots", "", "![training loss](plots/loss.png)", ""]
     md += [f"![{s}](plots/scores_{s}.png)" for s in made] + [""]
     md += _notes(results)
+    md += _continuous_lines(results)
+    md += _heldout_lines(results)
     md += _mixture_lines(runs)
     other = {n: r["other_tasks"] for n, r in results["runs"].items() if r["other_tasks"]}
     if other:

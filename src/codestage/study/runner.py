@@ -179,6 +179,13 @@ class Study:
         evaluate(model_step.out / "model", list(e.tasks), out, data_dir=data_dir, sample=e.sample, seed=self.cfg.seed,
                  protocol=e.protocol, shots=e.shots, batch_size=e.batch_size, device=e.device,
                  max_new_tokens=e.max_new_tokens, execute=e.execute)
+        if e.heldout:
+            from codestage.eval.heldout import heldout_loss
+
+            losses = {name: heldout_loss(model_step.out / "model", [str(p) for p in self._paths(h.paths)], skip_docs=h.skip_docs,
+                                         max_tokens=h.max_tokens, device=e.device, text_field=h.text_field)
+                      for name, h in e.heldout.items()}
+            write_json(out / "heldout.json", losses)
 
     # ----------------------------------------------------------------- running
     def is_done(self, step: Step) -> bool:
