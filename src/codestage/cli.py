@@ -158,6 +158,8 @@ def compare(
 
 tasks_app = typer.Typer(no_args_is_help=True, help="The evaluation tasks: list them, export them to lm-evaluation-harness.")
 app.add_typer(tasks_app, name="tasks")
+from codestage.cli_data import data_app  # noqa: E402
+app.add_typer(data_app, name="data")
 
 
 @tasks_app.command("list")

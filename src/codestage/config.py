@@ -28,6 +28,20 @@ class SourceConfig(_Strict):
     weight: float = Field(1.0, gt=0, description="relative weight inside its group")
     text_field: str = "text"
     max_docs: int | None = Field(None, gt=0)
+    min_chars: int = Field(0, ge=0, description="drop shorter documents (counted in the store manifest)")
+    max_chars: int = Field(5_000_000, gt=0, description="longer documents are bad input")
+    languages: list[str] | None = Field(None, description="keep only these languages ('text' = non-code)")
+    licenses: list[str] | None = Field(None, description="licence allow-list, where a record has a licence field")
+    dedup: bool = Field(False, description="drop exact duplicates (whitespace-normalised content hash)")
+
+
+class DataConfig(_Strict):
+    """How stores are built and checked: workers (0 = all cores), strictness, test-set decontamination."""
+
+    workers: int = Field(0, ge=0)
+    strict: bool = Field(True, description="bad input stops the build (file:line); false = count and skip")
+    decontam: bool = Field(True, description="report n-gram overlap of all training data with the eval tasks")
+    decontam_n: int = Field(13, ge=1)
 
 
 class InstructSetConfig(_Strict):
@@ -145,6 +159,7 @@ class StudyConfig(_Strict):
     name: str = "study"
     seed: int = 0
     sources: dict[str, SourceConfig]
+    data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)

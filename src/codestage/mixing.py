@@ -11,6 +11,8 @@ choice is deterministic; the seed fixes each source's document order.
 from __future__ import annotations
 
 import hashlib
+import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -20,6 +22,7 @@ import numpy as np
 from codestage.errors import ConfigError
 
 _TOL = 1e-6
+MAX_EPOCHS = 4.0  # passes over a source beyond which repetition starts to hurt (Muennighoff et al. 2023); warn past it
 
 
 def parse_ratio(ratio: str, *, where: str) -> tuple[float, float]:
@@ -241,11 +244,15 @@ class MixturePicker:
 
 
 class Accounting:
-    """Tokens (and examples) drawn per source per phase, plus epochs started per source."""
+    """Tokens (and examples) drawn per source per phase, and per source and language per phase."""
 
     def __init__(self) -> None:
         self.tokens: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.examples: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.languages: dict[int, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+
+    def add_language(self, phase: int, source: str, language: str, tokens: int) -> None:
+        self.languages[phase][source][language] += tokens
 
     def add(self, phase: int, source: str, tokens: int, examples: int = 0) -> None:
         self.tokens[phase][source] += tokens
@@ -256,6 +263,7 @@ class Accounting:
         return {
             "tokens": {str(p): dict(v) for p, v in self.tokens.items()},
             "examples": {str(p): dict(v) for p, v in self.examples.items()},
+            "languages": {str(p): {s: dict(per) for s, per in v.items()} for p, v in self.languages.items()},
         }
 
     def load(self, state: Mapping[str, Any]) -> None:
@@ -266,6 +274,10 @@ class Accounting:
         for p, v in state.get("examples", {}).items():
             for s, n in v.items():
                 self.examples[int(p)][s] = int(n)
+        for p, v in state.get("languages", {}).items():  # absent in checkpoints written before it existed
+            for s, per in v.items():
+                for lang, n in per.items():
+                    self.languages[int(p)][s][lang] = int(n)
 
     def totals(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
@@ -285,8 +297,11 @@ class SequenceSampler:
     """
 
     def __init__(self, stores: Mapping[str, Any], schedule: Schedule, groups: Mapping[str, Mapping[str, float]],
-                 *, seq_len: int, seed: int) -> None:
+                 *, seq_len: int, seed: int, max_epochs: float = MAX_EPOCHS) -> None:
         self.stores = dict(stores)
+        self.max_epochs = max_epochs
+        self.warned: set[str] = set()
+        self.langs = {n: _store_languages(s) for n, s in self.stores.items()}
         self.seq_len = seq_len
         self.schedule = schedule
         self.groups = groups
@@ -296,15 +311,19 @@ class SequenceSampler:
         self.current = {n: -1 for n in self.stores}
         self.accounting = Accounting()
 
-    def _take(self, name: str, n: int) -> np.ndarray:
+    def _take(self, name: str, n: int, phase: int) -> np.ndarray:
         store, cur = self.stores[name], self.cursors[name]
+        names, per_doc = self.langs[name]
         parts: list[np.ndarray] = []
         while n > 0:
             if self.current[name] < 0:
                 self.current[name] = cur.next_index()
                 self.offset[name] = 0
+                self._warn_repeats(name)
             doc = store.doc(self.current[name])
             piece = doc[self.offset[name] : self.offset[name] + n]
+            lang = names[int(per_doc[self.current[name]])] if per_doc is not None else names[0]
+            self.accounting.add_language(phase, name, lang, len(piece))
             parts.append(piece)
             n -= len(piece)
             self.offset[name] += len(piece)
@@ -315,9 +334,16 @@ class SequenceSampler:
     def sample(self, fraction: float) -> tuple[str, np.ndarray]:
         """One sequence for the step at training `fraction`; returns (source, token ids)."""
         name, phase = self.picker.draw(fraction)
-        ids = self._take(name, self.seq_len)
+        ids = self._take(name, self.seq_len, phase)
         self.accounting.add(phase, name, len(ids))
         return name, ids
+
+    def _warn_repeats(self, name: str) -> None:
+        cur = self.cursors[name]
+        if cur.epoch + 1 > self.max_epochs and name not in self.warned:
+            self.warned.add(name)
+            warnings.warn(f"source {name!r} ran out and is now in epoch {cur.epoch + 1}, more than "
+                          f"max_epochs={self.max_epochs:g}; add data or lower its weight", RuntimeWarning, stacklevel=3)
 
     def epochs(self) -> dict[str, float]:
         """Passes over each source so far (1.5 = one full pass and half of the next)."""
@@ -328,7 +354,8 @@ class SequenceSampler:
         return out
 
     def report(self, total_steps: int) -> dict[str, Any]:
-        return mixture_report(self.schedule, self.groups, self.accounting, self.epochs(), total_steps=total_steps, unit="tokens")
+        return mixture_report(self.schedule, self.groups, self.accounting, self.epochs(), total_steps=total_steps,
+                              unit="tokens", max_epochs=self.max_epochs)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -348,11 +375,35 @@ class SequenceSampler:
         self.accounting.load(state["accounting"])
 
 
+def _store_languages(store: Any) -> tuple[list[str], np.ndarray | None]:
+    """A store's language names and per-document indices (one 'text' language for plain stores)."""
+    if hasattr(store, "languages"):
+        return store.languages()
+    return ["text"], None
+
+
+def _language_totals(per_source: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for per in per_source.values():
+        for lang, n in per.items():
+            out[lang] += n
+    return dict(sorted(out.items()))
+
+
+def repeats_report(epochs: Mapping[str, float], max_epochs: float) -> tuple[dict[str, int], list[str]]:
+    """Times each source was restarted after running out, and a warning per source past `max_epochs`."""
+    repeats = {s: max(math.ceil(e) - 1, 0) for s, e in epochs.items()}
+    warns = [f"source {s!r} was used for {e:g} epochs (repeated {repeats[s]} times), more than max_epochs={max_epochs:g}"
+             for s, e in epochs.items() if e > max_epochs]
+    return repeats, warns
+
+
 def mixture_report(
     schedule: Schedule, groups: Mapping[str, Mapping[str, float]], accounting: Accounting,
-    epochs: Mapping[str, float], *, total_steps: int, unit: str,
+    epochs: Mapping[str, float], *, total_steps: int, unit: str, max_epochs: float = MAX_EPOCHS,
 ) -> dict[str, Any]:
-    """The content of `mixture.json`: what was asked for next to what was drawn, per phase."""
+    """The content of `mixture.json`: what was asked for next to what was drawn, per phase, per
+    source and language, and how often each source was repeated."""
     phases = []
     for i, ph in enumerate(schedule.phases):
         toks = dict(accounting.tokens.get(i, {}))
@@ -366,24 +417,39 @@ def mixture_report(
         }
         if ph.end_weights:
             entry["requested_end_weights"] = flatten(ph.end_weights, groups)
+        langs = accounting.languages.get(i, {})
+        if langs:
+            entry["tokens_per_source_language"] = {s: dict(sorted(per.items())) for s, per in langs.items()}
+            entry["tokens_per_language"] = _language_totals(langs)
         if unit == "examples":
             ex = dict(accounting.examples.get(i, {}))
             n_ex = sum(ex.values())
             entry["examples"] = ex
             entry["example_share"] = {s: (n / n_ex if n_ex else 0.0) for s, n in ex.items()}
         phases.append(entry)
+    all_langs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for per_phase in accounting.languages.values():
+        for s, per in per_phase.items():
+            for lang, n in per.items():
+                all_langs[s][lang] += n
+    repeats, warns = repeats_report(epochs, max_epochs)
     return {
         "schedule": schedule.to_json(),
         "groups": {g: dict(m) for g, m in groups.items()},
         "unit": unit,
         "phases": phases,
         "tokens_total": accounting.totals(),
+        "tokens_per_language": _language_totals(all_langs),
+        "tokens_per_source_language": {s: dict(sorted(v.items())) for s, v in all_langs.items()},
         "epochs": dict(epochs),
+        "repeats": repeats,
+        "max_epochs": max_epochs,
+        "warnings": warns,
     }
 
 
 __all__ = [
-    "Accounting", "DocCursor", "MixturePicker", "Phase", "Schedule", "SequenceSampler", "PAPER_SCHEDULES", "PRESETS",
-    "flatten", "mixture_report", "parse_ratio", "preset_schedule", "resolve_source_weights",
-    "schedule_from_phases",
+    "Accounting", "DocCursor", "MAX_EPOCHS", "MixturePicker", "Phase", "Schedule", "SequenceSampler", "PAPER_SCHEDULES", "PRESETS",
+    "flatten", "mixture_report", "parse_ratio", "preset_schedule", "repeats_report",
+    "resolve_source_weights", "schedule_from_phases",
 ]

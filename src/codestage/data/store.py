@@ -3,16 +3,19 @@
 Layout of a store directory:
   tokens.bin     all documents' token ids back to back, each followed by EOS (uint16 or uint32)
   offsets.npy    int64 start of each document in tokens.bin, plus the end (n_docs + 1 entries)
-  manifest.json  source, counts, dtype, input files with sha256, tokenizer hash, tokens per language
+  docs.npy       per document: content hash, input file index, record (line/row), language index
+  files.json     the input files (path, kind, input, bytes, sha256) that `docs.npy` indexes
+  manifest.json  source, counts (per input, language), dropped records by reason with locations,
+                 filters, dedup, shard, tokenizer hash
 
-The directory is written under a temporary name and renamed when complete, so a store that
-exists is a whole store.
+Documents are in (file index, record) order, which is what lets shards merge into exactly the
+store a single build makes. The directory is written under a temporary name and renamed when
+complete, so a store that exists is a whole store. Stores without docs.npy (format 1) still open.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,14 +23,13 @@ from typing import Any, Iterable
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from codestage import __version__
-from codestage.atomic import atomic_dir, write_json
-from codestage.data.sources import Document
-from codestage.data.tokenizer import tokenizer_hash
+from codestage.data.document import Document
 from codestage.errors import DataError
-from codestage.hashing import sha256_file
 
 MANIFEST = "manifest.json"
+DOCS = "docs.npy"
+FILES = "files.json"
+DOC_DTYPE = np.dtype([("hash", "S16"), ("file", "<u4"), ("record", "<i8"), ("lang", "<u2")])
 
 
 @dataclass
@@ -38,6 +40,7 @@ class TokenStore:
     manifest: dict[str, Any]
     tokens: np.ndarray
     offsets: np.ndarray
+    docs: np.ndarray | None = None
 
     @classmethod
     def open(cls, path: Path | str) -> "TokenStore":
@@ -52,9 +55,12 @@ class TokenStore:
         dtype = np.dtype(manifest["dtype"])
         tokens = np.memmap(path / "tokens.bin", dtype=dtype, mode="r") if manifest["tokens"] else np.zeros(0, dtype)
         offsets = np.load(path / "offsets.npy")
-        if len(tokens) != manifest["tokens"] or len(offsets) != manifest["documents"] + 1:
+        docs = np.load(path / DOCS, mmap_mode="r") if (path / DOCS).is_file() else None
+        if len(tokens) != manifest["tokens"] or len(offsets) != manifest["documents"] + 1 or (
+            docs is not None and len(docs) != manifest["documents"]
+        ):
             raise DataError(f"{path}: token files do not match the manifest's counts (store corrupted?)")
-        return cls(path, manifest, tokens, offsets)
+        return cls(path, manifest, tokens, offsets, docs)
 
     @property
     def n_docs(self) -> int:
@@ -67,9 +73,34 @@ class TokenStore:
     def doc(self, i: int) -> np.ndarray:
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
 
+    def languages(self) -> tuple[list[str], np.ndarray]:
+        """Language names and each document's index into them (one language for old stores)."""
+        names = list(self.manifest.get("languages") or [])
+        if self.docs is not None and names:
+            return names, np.asarray(self.docs["lang"])
+        per = self.manifest.get("tokens_per_language") or {"text": 1}
+        name = max(per, key=per.get) if len(per) == 1 else "mixed"
+        return [name], np.zeros(self.n_docs, dtype=np.uint16)
 
-def _dtype_for(vocab_size: int) -> np.dtype:
+    def files(self) -> list[dict[str, Any]]:
+        p = self.path / FILES
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else []
+
+    def location(self, i: int) -> str:
+        """`file:line` (or `file:rowN`, or the file) of document i, for tracing a token back."""
+        if self.docs is None:
+            return f"document {i}"
+        from codestage.data.inputs import location
+
+        f = self.files()[int(self.docs["file"][i])]
+        return location(f["path"], f["kind"], int(self.docs["record"][i]))
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+_dtype_for = dtype_for  # the name older callers use
 
 
 def build_store(
@@ -82,56 +113,8 @@ def build_store(
     batch_docs: int = 256,
     max_docs: int | None = None,
 ) -> dict[str, Any]:
-    """Tokenize every document of a source into a store at `out_dir`; return its manifest."""
-    eos = tokenizer.eos_token_id
-    dtype = _dtype_for(len(tokenizer))
-    offsets = [0]
-    n_tokens = 0
-    per_language: Counter[str] = Counter()
-    empty = 0
+    """Tokenize already-read documents into a store (serial; `build.build` is the parallel path)."""
+    from codestage.data.build import build_from_documents
 
-    with atomic_dir(Path(out_dir)) as tmp:
-        with open(tmp / "tokens.bin", "wb") as out:
-
-            def flush(batch: list[Document]) -> None:
-                nonlocal n_tokens
-                encoded = tokenizer(
-                    [d.text for d in batch], add_special_tokens=False, return_attention_mask=False
-                )["input_ids"]
-                for d, ids in zip(batch, encoded):
-                    arr = np.asarray(ids + [eos], dtype=dtype)
-                    out.write(arr.tobytes())
-                    n_tokens += len(arr)
-                    offsets.append(n_tokens)
-                    per_language[str(d.meta.get("language", "text"))] += len(arr)
-
-            batch: list[Document] = []
-            for doc in docs:
-                if max_docs is not None and len(offsets) - 1 + len(batch) >= max_docs:
-                    break
-                if not doc.text.strip():
-                    empty += 1
-                    continue
-                batch.append(doc)
-                if len(batch) >= batch_docs:
-                    flush(batch)
-                    batch = []
-            if batch:
-                flush(batch)
-        if len(offsets) == 1:
-            raise DataError(f"source {source!r}: no non-empty documents in {', '.join(map(str, inputs))}")
-        np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-        manifest = {
-            "source": source,
-            "documents": len(offsets) - 1,
-            "tokens": n_tokens,
-            "dtype": dtype.name,
-            "eos_token_id": eos,
-            "empty_documents_skipped": empty,
-            "tokens_per_language": dict(sorted(per_language.items())),
-            "inputs": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in inputs if p.is_file()],
-            "tokenizer_sha256": tokenizer_hash(tokenizer),
-            "codestage_version": __version__,
-        }
-        write_json(tmp / MANIFEST, manifest)
-    return manifest
+    return build_from_documents(docs, tokenizer, Path(out_dir), source=source, inputs=inputs,
+                                batch_docs=batch_docs, max_docs=max_docs)

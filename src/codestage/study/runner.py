@@ -22,7 +22,7 @@ from codestage.atomic import write_json
 from codestage.config import StudyConfig, config_to_dict
 from codestage.data.instructions import read_examples
 from codestage.data.sources import expand_paths, iter_documents, sample_texts
-from codestage.data.store import TokenStore, build_store
+from codestage.data.store import TokenStore
 from codestage.data.tokenizer import load_tokenizer, train_bpe
 from codestage.errors import ConfigError
 from codestage.hashing import sha256_json
@@ -90,9 +90,16 @@ class Study:
         store_keys = {}
         for n, s in cfg.sources.items():
             st = self._add(f"store/{n}", self.out / "stores" / n,
-                           {"tok": tok.key, "source": s.model_dump(), "files": _fingerprint(source_paths[n])},
+                           {"tok": tok.key, "source": s.model_dump(), "files": _fingerprint(source_paths[n]),
+                            "strict": cfg.data.strict},
                            lambda out, n=n: self._make_store(n, out))
             store_keys[n] = st.key
+        if cfg.data.decontam:  # test-set overlap of all training data, reported (codestage.data.decontam)
+            sets = {n: [s.model_dump(), _fingerprint(self._paths(s.paths))] for n, s in cfg.instruct.sets.items()}
+            self._add("decontam", self.out / "decontam",
+                      {"sources": {n: [s.model_dump(), _fingerprint(source_paths[n])] for n, s in cfg.sources.items()},
+                       "sets": sets, "n": cfg.data.decontam_n, "tasks": cfg.eval.tasks, "eval_dir": cfg.eval.data_dir},
+                      self._decontam)
 
         self.arm_schedules = {}
         for arm, mix in cfg.pretrain.arms.items():
@@ -139,10 +146,25 @@ class Study:
         return load_tokenizer(self.steps["tokenizer"].out)
 
     def _make_store(self, name: str, out: Path) -> None:
-        s = self.cfg.sources[name]
-        paths = self._paths(s.paths)
-        build_store(iter_documents(paths, name, text_field=s.text_field), self.tokenizer(), out,
-                    source=name, inputs=paths, max_docs=s.max_docs)
+        from codestage.data.build import BuildSpec, build
+        from codestage.data.parse import ParseOptions
+
+        s, d = self.cfg.sources[name], self.cfg.data
+        opts = ParseOptions(text_field=s.text_field, min_chars=s.min_chars, max_chars=s.max_chars,
+                            languages=frozenset(s.languages) if s.languages else None,
+                            licenses=frozenset(s.licenses) if s.licenses else None)
+        build(self._paths(s.paths), self.steps["tokenizer"].out, out,
+              BuildSpec(name, opts, dedup=s.dedup, strict=d.strict, workers=d.workers, max_docs=s.max_docs))
+
+    def _decontam(self, out: Path) -> None:
+        from codestage.data.decontam import TrainingSet, decontaminate
+
+        sets = [TrainingSet(n, tuple(map(str, self._paths(s.paths))), "pretrain", s.text_field) for n, s in self.cfg.sources.items()]
+        sets += [TrainingSet(n, tuple(map(str, self._paths(s.paths))), "instruct") for n, s in self.cfg.instruct.sets.items()]
+        e = self.cfg.eval
+        data_dir = self._paths([e.data_dir])[0] if e.data_dir else None
+        write_json(out / "decontam.json", decontaminate(sets, list(e.tasks), data_dir=data_dir, n=self.cfg.data.decontam_n,
+                                                        workers=self.cfg.data.workers or 1))
 
     def _pretrain(self, arm: str, out: Path) -> None:
         tok = self.tokenizer()

@@ -1,0 +1,48 @@
+"""An ordered, bounded parallel map over worker processes.
+
+Results come back in input order (so a parallel build equals a serial one byte for byte) and at
+most `window` batches are in flight (so memory does not grow with the corpus). With one worker the
+function runs inline, which is also what tests compare against.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int, initializer: Callable[..., None],
+    initargs: tuple[Any, ...] = (), window: int | None = None, send: Callable[[T], Any] | None = None,
+) -> Iterator[tuple[T, R]]:
+    """Yield (item, fn(send(item))) in input order, computed by `workers` spawned processes.
+
+    `send` picks what crosses to the worker (default: the whole item), so the caller can keep
+    the rest of an item in the main process without pickling it.
+    """
+    send = send or (lambda x: x)
+    if workers <= 1:
+        initializer(*initargs, in_pool=False)
+        for item in items:
+            yield item, fn(send(item))
+        return
+    window = window or 3 * workers
+    # spawn, not fork: the parent may hold threads (torch, the Rust tokenizer pool) that fork would break
+    ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=initializer, initargs=initargs)
+    pending: deque[tuple[T, Future[R]]] = deque()
+    try:
+        for item in items:
+            pending.append((item, ex.submit(fn, send(item))))
+            if len(pending) >= window:
+                head, fut = pending.popleft()
+                yield head, fut.result()
+        while pending:
+            head, fut = pending.popleft()
+            yield head, fut.result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
