@@ -28,9 +28,12 @@ def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] 
         cfg.eval.sample = None
     study = Study(cfg, out, console=console, progress=not quiet)
     timings = study.run(only=only, force=force)
-    if only:
-        return
-    results = write_report(study.run_table(), study.resolved_config(), out, timings=timings)
+    runs = study.run_table()
+    if only:  # a partial run reports the runs whose evaluation exists
+        runs = {n: r for n, r in runs.items() if (Path(r["eval_dir"]) / "results.json").is_file()}
+        if not runs:
+            return
+    results = write_report(runs, study.resolved_config(), out, timings=timings)
     _summary(results, out)
 
 

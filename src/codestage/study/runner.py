@@ -81,7 +81,7 @@ class Study:
         source_paths = {n: self._paths(s.paths) for n, s in cfg.sources.items()}
         self.groups = _groups({n: (s.group, s.weight) for n, s in cfg.sources.items()})
 
-        tok_key = {"tokenizer": cfg.tokenizer.model_dump(), "seed": cfg.seed,
+        tok_key = {"tokenizer": cfg.tokenizer.model_dump(),  # no seed: BPE training is deterministic
                    "sources": {n: [s.model_dump(), _fingerprint(source_paths[n])] for n, s in cfg.sources.items()}}
         if cfg.tokenizer.path:
             tok_key = {"tokenizer_dir": _fingerprint(self._paths([cfg.tokenizer.path]))}
