@@ -7,7 +7,7 @@ unchanged into gzip files), trains a byte-level BPE tokenizer on them, then time
   baseline   Tokenizer.encode_batch over all texts already in memory (Rust thread pool, N threads)
   build      codestage.data.build end to end: read gzip, parse, tokenize in N worker processes, write
              the store (tokens, offsets, per-document records, manifest with sha256 of the inputs)
-Reported: tokens/s per core (EOS excluded), best of --repeat runs, and build/baseline.
+Reported: tokens/s per core (EOS excluded), best of --repeat interleaved runs, and build/baseline.
 Heavy imports live inside main() so the spawned workers do not re-import them.
 """
 
@@ -53,30 +53,28 @@ def main() -> None:
     args = ap.parse_args()
 
     from codestage.data.build import BuildSpec, build, default_workers
-    from codestage.data.tokenizer import train_bpe
 
     cores = args.workers or default_workers()
+    os.environ["RAYON_NUM_THREADS"] = str(cores)  # before the Rust thread pool first starts
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    from codestage.data.tokenizer import train_bpe
+
     tmp = Path(tempfile.mkdtemp(prefix="cs-bench-"))
     try:
         files, texts = slice_corpora(tmp, args.mb)
         chars = sum(map(len, texts))
         train_bpe((t[:20000] for t in texts), args.vocab, tmp / "tok")
 
-        os.environ["RAYON_NUM_THREADS"] = str(cores)
-        os.environ["TOKENIZERS_PARALLELISM"] = "true"
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(tmp / "tok" / "tokenizer.json"))
-        base, n_base = [], 0
-        for _ in range(args.repeat):
+        base, runs, n_base, n_build = [], [], 0, 0
+        for _ in range(args.repeat):  # interleaved, so load from other jobs hits both alike
             t0 = time.perf_counter()
             enc = tok.encode_batch(texts, add_special_tokens=False)
             base.append(time.perf_counter() - t0)
             n_base = sum(len(e.ids) for e in enc)
             del enc
-
-        runs, n_build = [], 0
-        for _ in range(args.repeat):
             out = tmp / "store"
             t0 = time.perf_counter()
             m = build(files, tmp / "tok", out, BuildSpec("bench", workers=cores))
@@ -92,6 +90,7 @@ def main() -> None:
             "build_end_to_end_tok_s_per_core": round(n_build / r / cores),
             "build_over_baseline": round(b / r, 3),
             "baseline_s": [round(x, 3) for x in base], "build_s": [round(x, 3) for x in runs],
+            "loadavg_1min_after": round(os.getloadavg()[0], 2),
         }
         print(json.dumps(result, indent=1))
     finally:
