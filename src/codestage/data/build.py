@@ -161,7 +161,7 @@ def _head(spec: BuildSpec, tok: PreTrainedTokenizerBase, plan: ShardPlan | None)
     }
 
 
-def _nothing_kept(spec: BuildSpec, w: StoreWriter, issues: IssueLog, where: str) -> DataError:
+def _nothing_kept(spec: BuildSpec, issues: IssueLog, where: str) -> DataError:
     dropped = ", ".join(f"{k} {n}" for k, n in issues.totals().items()) or "none"
     return DataError(f"source {spec.source!r}: no non-empty documents in {where} (dropped: {dropped})")
 
@@ -194,7 +194,7 @@ def build(paths: Sequence[str | Path], tokenizer: PreTrainedTokenizerBase | str 
         finally:
             results.close()
         if w.n_docs == 0 and count == 1:
-            raise _nothing_kept(spec, w, issues, ", ".join(map(str, paths)))
+            raise _nothing_kept(spec, issues, ", ".join(map(str, paths)))
         manifest = w.finish(_file_entries(files, plan), issues, _head(spec, tok, plan if count > 1 else None))
     return manifest
 
@@ -230,7 +230,7 @@ def build_from_documents(docs: Iterable[Document], tokenizer: PreTrainedTokenize
         if batch and not sink.full:
             flush()
         if w.n_docs == 0:
-            raise _nothing_kept(spec, w, issues, ", ".join(map(str, inputs)))
+            raise _nothing_kept(spec, issues, ", ".join(map(str, inputs)))
         entries = [{"path": f.path, "kind": f.kind, "input": f.input, "bytes": Path(f.path).stat().st_size,
                     "sha256": sha256_file(Path(f.path))} for f in files if Path(f.path).is_file()]
         manifest = w.finish(entries or [{"path": "(documents)", "kind": "jsonl", "input": "(documents)"}], issues,

@@ -112,6 +112,16 @@ def _walk(root: Path, input_key: str) -> list[InputFile]:
     return out
 
 
+def _hf_spec(raw: str, base: Path | None) -> str:
+    """`hf:rel/dir[:split]` made absolute against `base` when that folder exists there; hub names as given."""
+    body = raw[len(HF_PREFIX):]
+    head, sep, tail = body.rpartition(":")
+    name, split = (head, sep + tail) if sep and head and "/" not in tail else (body, "")
+    if base is not None and not Path(name).is_absolute() and (base / name).exists():
+        return f"{HF_PREFIX}{base / name}{split}"
+    return raw
+
+
 def expand_inputs(paths: Iterable[str | Path], *, base: Path | None = None) -> list[InputFile]:
     """Resolve files, globs, directories and `hf:` names to the ordered list of input files."""
     out: list[InputFile] = []
@@ -135,7 +145,8 @@ def expand_inputs(paths: Iterable[str | Path], *, base: Path | None = None) -> l
     for raw in paths:
         if str(raw).startswith(HF_PREFIX):
             flush()
-            out.append(InputFile(str(raw), "hf", str(raw)))
+            spec = _hf_spec(str(raw), base)
+            out.append(InputFile(spec, "hf", spec))
         else:
             local.append(raw)
     flush()

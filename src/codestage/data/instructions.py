@@ -69,7 +69,8 @@ def _from_record(obj: Any, source: str, where: str) -> Iterator[Example]:
                 raise DataError(f"{sub}: expected a JSON object")
             output = _field(inst, "output", sub)
             if not output.strip():
-                raise _EmptyAnswer(sub)
+                yield _EmptyAnswer(sub)  # only this instance: its siblings still count
+                continue
             yield Example(instruction, _field(inst, "input", sub, required=False), output, source, sub)
         return
     output = _field(obj, "output", where, required="response" not in obj) or _field(obj, "response", where, required=False)
@@ -80,23 +81,27 @@ def _from_record(obj: Any, source: str, where: str) -> Iterator[Example]:
 
 def _records(path: Path) -> Iterator[tuple[Any, str]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
     if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in enumerate(text.split("\n"), start=1):  # U+2028 may sit inside a JSON string
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+            except RecursionError:
+                raise DataError(f"{path}:{lineno}: malformed JSON (nested too deeply to read)") from None
             yield obj, f"{path}:{lineno}"
         return
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: malformed JSON (nested too deeply to read)") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of instruction records, got {type(data).__name__}")
     for i, obj in enumerate(data):
@@ -118,6 +123,9 @@ def read_examples(paths: Iterable[str | Path], source: str, *, base: Path | None
                 out.skipped_empty.append(str(skip))
                 continue
             for ex in examples:
+                if isinstance(ex, _EmptyAnswer):
+                    out.skipped_empty.append(str(ex))
+                    continue
                 out.examples.append(ex)
                 if max_examples is not None and len(out.examples) >= max_examples:
                     return out

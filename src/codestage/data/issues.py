@@ -10,7 +10,7 @@ an error. A store's manifest lists both, so documents + dropped = records read, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from codestage.errors import DataError
 
@@ -75,13 +75,3 @@ class IssueLog:
     def to_json(self) -> dict[str, Any]:
         return {key: self.for_input(key) for key in sorted(self.data)}
 
-
-def bad_total(totals: Mapping[str, int]) -> int:
-    return sum(n for k, n in totals.items() if k in BAD)
-
-
-def summarize(issues: Iterable[Issue]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for i in issues:
-        out[i.kind] = out.get(i.kind, 0) + i.count
-    return out

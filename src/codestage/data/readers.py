@@ -42,10 +42,6 @@ class ShardPlan:
         blk = 0 if self.by_file else max(rec - 1, 0) // self.block
         return (fidx + blk) % self.count == self.index
 
-    def owns_file_start(self, fidx: int) -> bool:
-        """Whether this shard owns the file's first block (and so hashes the file for the manifest)."""
-        return fidx % self.count == self.index
-
     def to_json(self) -> dict[str, int | str]:
         return {"index": self.index, "count": self.count, "block": self.block,
                 "partition": "file" if self.by_file else "block"}
