@@ -192,6 +192,9 @@ def tasks_export(
     console.print(f"run: lm_eval --model hf --model_args pretrained=MODEL --include_path {out} --tasks codestage")
 
 
+app.command("pretrain")(__import__("codestage.cli_train", fromlist=["pretrain"]).pretrain)  # `codestage pretrain`
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars and messages say what happens; silence the libraries' per-call chatter."""
     import os

@@ -95,6 +95,13 @@ class TrainConfig(_Strict):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     log_every: int = Field(10, gt=0)
     checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
+    keep_checkpoints: int = Field(1, ge=1, description="complete checkpoints kept in the run folder")
+    global_batch_tokens: int | None = Field(None, gt=0, description="tokens per optimizer step over all processes; sets grad_accum")
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = Field("auto", description="auto: DDP for several processes, FSDP2 above 3B parameters")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile per transformer block; auto = on CUDA")
+    activation_checkpointing: bool = False
+    peak_tflops: float | None = Field(None, gt=0, description="for MFU in logs; default: the GPU's datasheet bf16 peak")
+    tensorboard: bool = True
 
 
 class TokenizerConfig(_Strict):

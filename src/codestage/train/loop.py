@@ -2,32 +2,43 @@
 
 It knows nothing about where batches come from: a `BatchSource` hands it token ids and labels
 (-100 = no loss) and can save/restore its position. The loop owns the optimizer (AdamW with
-decoupled weight decay), the LR schedule, gradient accumulation with a loss averaged over all
-target tokens of the step, clipping, logging, atomic checkpoints and exact resume.
+decoupled weight decay; fused on CUDA), the LR schedule, bf16 mixed precision, gradient
+accumulation with a loss averaged over all target tokens of the global step, clipping, DDP /
+FSDP2 through torchrun, logging (JSONL, TensorBoard, progress bar), atomic checkpoints and exact
+resume, and the guards (non-finite loss, out of memory, disk full, SIGTERM / Ctrl-C).
+
+No host-device synchronisation happens inside a step: the loss is summed on the device and read
+(one `.tolist()`) only on log and checkpoint steps.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
+import torch.distributed as dist
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from codestage.atomic import atomic_dir, write_json
 from codestage.config import TrainConfig
 from codestage.errors import TrainingError
-from codestage.model import resolve_device, save_model
+from codestage.train import checkpoint as ckpt
+from codestage.train import parallel
+from codestage.train.batches import BatchPlan, Prefetcher
+from codestage.train.estimate import device_peak_tflops, flops_per_token
+from codestage.train.modules import Trainable, read_hf_weights
+from codestage.train.observe import MetricsLog
 from codestage.train.schedule import lr_factor
 
-CHECKPOINT = "checkpoint"
-COMPLETE = "COMPLETE"
+checkpoint_step = ckpt.checkpoint_step  # public: the runner and the CLI ask it
 
 
 class BatchSource(Protocol):
@@ -56,7 +67,7 @@ class TrainResult:
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices only; norms, biases and (tied) embeddings' 1-D params are not decayed."""
+    """Decay matrices only; norms and biases (1-D) are not decayed."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -64,53 +75,63 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _autocast(device: torch.device, dtype: str):
-    use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+def _mixed(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device.type == "cuda")
+
+
+def _oom_message(name: str, step: int, cfg: TrainConfig, plan: BatchPlan) -> str:
+    return (
+        f"{name}: out of GPU memory at step {step} (micro-batch {plan.micro_rows} x {cfg.seq_len} tokens, grad_accum "
+        f"{plan.grad_accum}, activation_checkpointing={cfg.activation_checkpointing}). Lower train.batch_size (and raise "
+        f"train.grad_accum, or set train.global_batch_tokens, to keep the same global batch), or set "
+        f"train.activation_checkpointing: true, or lower train.seq_len; with several GPUs, train.parallel: fsdp shards "
+        f"the weights and optimizer states."
+    )
+
+
+class _StopRequests:
+    """SIGTERM / Ctrl-C ask the loop to stop after the current step (and checkpoint); a second
+    Ctrl-C stops at once (then the last periodic checkpoint is the one to resume from)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._prev: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._prev[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, prev in self._prev.items():
+            signal.signal(sig, prev)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop log lines written after the checkpoint we resume from, so the log reads as one run."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+    keep = []
+    for ln in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if ln.strip() and json.loads(ln)["step"] <= last_step:
+                keep.append(ln)
+        except (ValueError, KeyError):
+            continue  # a line cut by a kill
     path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
 
-def checkpoint_step(run_dir: Path) -> int | None:
-    """The step of the last complete checkpoint in `run_dir`, or None."""
-    ck = Path(run_dir) / CHECKPOINT
-    if not (ck / COMPLETE).is_file():
-        return None
-    return int(json.loads((ck / "trainer_state.json").read_text())["step"])
-
-
-def _save_checkpoint(run_dir: Path, model, tokenizer, optimizer, step: int, tokens: int, source: BatchSource, total_steps: int) -> None:
-    with atomic_dir(run_dir / CHECKPOINT) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
-        write_json(tmp / "trainer_state.json", {"step": step, "tokens": tokens, "source": source.state()})
-        (tmp / COMPLETE).write_text("ok\n")
-    write_json(run_dir / "mixture.json", source.report(total_steps))
-
-
-def _load_checkpoint(run_dir: Path, model, optimizer, source: BatchSource) -> tuple[int, int]:
-    from safetensors.torch import load_file
-
-    ck = run_dir / CHECKPOINT
-    state = load_file(str(ck / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {k for k in missing if "lm_head" in k}
-    if set(missing) - tied or unexpected:
-        raise TrainingError(f"{ck}: checkpoint does not match the model (missing {sorted(missing)[:3]}, unexpected {unexpected[:3]})")
-    model.tie_weights()
-    extra = torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(extra["optimizer"])
-    torch.set_rng_state(extra["torch_rng"])
-    trainer = json.loads((ck / "trainer_state.json").read_text())
-    source.load(trainer["source"])
-    return int(trainer["step"]), int(trainer["tokens"])
+def _rng_state() -> dict[str, Any]:
+    out: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
 
 
 def train(
@@ -123,82 +144,214 @@ def train(
     name: str = "run",
     resume: bool = True,
     progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train `model` for `cfg.steps` optimizer steps; write run_dir/model (HF) and logs."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model.to(device)
-    model.train()
-    model.config.use_cache = False
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
-        fused=device.type == "cuda",
-    )
-    metrics_path = run_dir / "metrics.jsonl"
-    start, tokens_seen = 0, 0
-    if resume and checkpoint_step(run_dir) is not None:
-        start, tokens_seen = _load_checkpoint(run_dir, model, optimizer, source)
-        _truncate_metrics(metrics_path, start)
-    elif metrics_path.exists():
-        metrics_path.unlink()
+    """Train `model` for `cfg.steps` optimizer steps; write run_dir/model (HF) and logs.
 
-    rows = cfg.batch_size
-    loss_value = float("nan")
-    t0 = time.perf_counter()
-    t_log, tok_log = t0, tokens_seen
-    columns = [TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-               TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=False) as bar, open(metrics_path, "a", encoding="utf-8") as log:
-        task = bar.add_task(name, total=cfg.steps, completed=start, loss="-", tps="-")
-        for step in range(start, cfg.steps):
-            lr = cfg.lr * lr_factor(step, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            fraction = step / cfg.steps
-            micro = [source.next_batch(fraction, rows) for _ in range(cfg.grad_accum)]
-            targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
-            if targets == 0:
-                raise TrainingError(f"{name}: step {step} has no target tokens (every label is masked); check the data/template")
-            step_loss = torch.zeros((), device=device)
-            for b in micro:
-                b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
-                with _autocast(device, cfg.dtype):
-                    out = model(**b, num_items_in_batch=targets, use_cache=False)
-                out.loss.backward()
-                step_loss += out.loss.detach()
-                tokens_seen += int(b["input_ids"].numel())
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+    Under torchrun every process calls this with the same arguments; rank 0 alone writes.
+    `on_step(step)` runs after each optimizer step (a KeyboardInterrupt from it stops the run
+    cleanly, with a checkpoint, as SIGTERM does).
+    """
+    had_group = dist.is_available() and dist.is_initialized()
+    world = parallel.setup(cfg.device)
+    try:
+        return _Run(model, tokenizer, source, cfg, Path(run_dir), world, name=name, resume=resume,
+                    progress=progress, on_step=on_step).run()
+    finally:
+        parallel.shutdown(world, created=not had_group)
 
-            done = step + 1
-            last = done == cfg.steps
-            save_now = bool(cfg.checkpoint_every) and done % cfg.checkpoint_every == 0 and not last
-            if done % cfg.log_every == 0 or last or done == 1 or save_now:
-                loss_value = float(step_loss)
-                if not math.isfinite(loss_value):
-                    raise TrainingError(
-                        f"{name}: loss became {loss_value} at step {done}; the last good checkpoint (if any) is in "
-                        f"{run_dir / CHECKPOINT}. Lower the learning rate (train.lr={cfg.lr}) or raise warmup_steps."
-                    )
-                now = time.perf_counter()
-                tps = (tokens_seen - tok_log) / max(now - t_log, 1e-9)
-                t_log, tok_log = now, tokens_seen
-                record = {"step": done, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
-                          "tokens": tokens_seen, "tokens_per_s": round(tps, 1), "elapsed_s": round(now - t0, 3),
-                          "tokens_per_source": source.tokens_per_source()}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.update(task, loss=f"{loss_value:.3f}", tps=f"{tps:,.0f}")
-            bar.update(task, completed=done)
-            if save_now:
-                _save_checkpoint(run_dir, model, tokenizer, optimizer, done, tokens_seen, source, cfg.steps)
 
-    model.config.use_cache = True
-    model.eval()
-    save_model(model, tokenizer, run_dir / "model")
-    write_json(run_dir / "mixture.json", source.report(cfg.steps))
-    shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)
-    return TrainResult(run_dir / "model", cfg.steps, loss_value, tokens_seen, time.perf_counter() - t0)
+class _Run:
+    def __init__(self, model, tokenizer, source, cfg: TrainConfig, run_dir: Path, world: parallel.World, *, name: str,
+                 resume: bool, progress: bool, on_step) -> None:
+        self.cfg, self.run_dir, self.world, self.name = cfg, run_dir, world, name
+        self.tokenizer, self.source, self.on_step = tokenizer, source, on_step
+        self.resume, self.progress = resume, progress and world.main
+        self.device = world.device
+        self.console = Console(stderr=True)
+        torch.manual_seed(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.mixed = _mixed(cfg, self.device)
+        compile_on = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
+        self.tm = Trainable(model, self.device, mixed=self.mixed, compile_blocks=compile_on,
+                            activation_checkpointing=cfg.activation_checkpointing)
+        self.n_params = sum(p.numel() for p in self.tm.module.parameters())
+        self.mode = parallel.choose(cfg.parallel, world, self.n_params)
+        param_dtype = torch.bfloat16 if self.mixed and self.device.type == "cuda" else None
+        self.net = parallel.wrap(self.tm.module, self.mode, world, blocks=self.tm.blocks, param_dtype=param_dtype)
+        self.params = [p for p in self.tm.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.tm.module, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+            fused=self.device.type == "cuda",
+        )
+        self.plan = BatchPlan.make(cfg, world.size)
+        self.fpt = flops_per_token(model.config, self.n_params, cfg.seq_len)
+        self.peak = cfg.peak_tflops or device_peak_tflops(self.device)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, step: int, tokens: int, batch_state: dict[str, Any], tokens_per_source: dict[str, int], loss: float) -> None:
+        sd, osd = parallel.full_state(self.tm.module, self.optimizer)
+        rngs = parallel.gather_objects(_rng_state(), self.world)
+        error = None
+        if self.world.main:
+            trainer = {"step": step, "tokens": tokens, "loss": loss, "tokens_per_source": tokens_per_source,
+                       "source": batch_state, "global_rows": self.plan.global_rows, "seq_len": self.cfg.seq_len,
+                       "world_size": self.world.size, "parallel": self.mode}
+
+            def writer(tmp: Path) -> None:
+                self.tm.write_hf_dir(tmp, self.tm.to_hf(sd), self.tokenizer)
+                torch.save({"optimizer": osd, "rng": rngs}, tmp / "optimizer.pt")
+                (tmp / "trainer_state.json").write_text(json.dumps(trainer, indent=1), encoding="utf-8")
+
+            try:
+                ckpt.write(self.run_dir, step, writer, keep=self.cfg.keep_checkpoints)
+            except TrainingError as exc:
+                error = f"{self.name}: {exc}"
+        error = parallel.broadcast_object(error, self.world)
+        if error:
+            raise TrainingError(error)
+
+    def _load(self) -> tuple[int, int, float]:
+        found = ckpt.latest(self.run_dir)
+        assert found is not None
+        step, folder = found
+        trainer = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        if trainer["global_rows"] != self.plan.global_rows or trainer["seq_len"] != self.cfg.seq_len:
+            raise TrainingError(
+                f"{self.name}: the checkpoint in {folder} was trained with a global batch of {trainer['global_rows']} x "
+                f"{trainer['seq_len']} tokens, this run has {self.plan.global_rows} x {self.cfg.seq_len}; resuming would "
+                "change the data order. Set train.global_batch_tokens (or batch_size / grad_accum) to match, or start over."
+            )
+        extra = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
+        try:
+            own = self.tm.from_hf(read_hf_weights(folder))
+            parallel.load_full_state(self.tm.module, self.optimizer, own, extra["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise TrainingError(f"{self.name}: {folder} does not match this model/optimizer ({type(exc).__name__}: {exc})") from exc
+        rngs = extra["rng"]
+        mine = rngs[self.world.rank] if len(rngs) == self.world.size else rngs[0]
+        torch.set_rng_state(mine["torch"])
+        if "cuda" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"])
+        self.source.load(trainer["source"])
+        return step, int(trainer["tokens"]), float(trainer.get("loss", float("nan")))
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        cfg, world, run_dir = self.cfg, self.world, self.run_dir
+        if world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_partial(run_dir)
+        parallel.barrier(world)
+        metrics_path = run_dir / "metrics.jsonl"
+        start, tokens_seen, loss_value = 0, 0, float("nan")
+        if self.resume and ckpt.latest(run_dir) is not None:
+            start, tokens_seen, loss_value = self._load()
+            if world.main:
+                _truncate_metrics(metrics_path, start)
+                self.console.print(f"[dim]{self.name}: resuming from step {start} ({ckpt.latest(run_dir)[1].name})[/]")
+        elif world.main:
+            ckpt.remove_all(run_dir)
+            metrics_path.unlink(missing_ok=True)
+        parallel.barrier(world)
+
+        log = MetricsLog(metrics_path, run_dir / "tb", enabled=world.main, tensorboard=cfg.tensorboard, console=self.console)
+        pin = self.device.type == "cuda"
+        prefetch = Prefetcher(self.source, start=start, stop=cfg.steps, total_steps=cfg.steps, plan=self.plan,
+                              rank=world.rank, pin=pin)
+        device, net, tm = self.device, self.net, self.tm
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.mixed)
+        last_state: dict[str, Any] | None = None
+        last_tps: dict[str, int] = {}
+        done = start
+        t0 = time.perf_counter()
+        t_log, tok_log = t0, tokens_seen
+        nonfinite = torch.zeros((), device=device)
+        columns = [TextColumn(f"[bold]{self.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                   TextColumn("{task.fields[tps]} tok/s"), TextColumn("MFU {task.fields[mfu]}"), TimeElapsedColumn(),
+                   TimeRemainingColumn()]
+        stop = _StopRequests()
+        try:
+            with stop, Progress(*columns, console=self.console, disable=not self.progress, transient=False) as bar:
+                task = bar.add_task(self.name, total=cfg.steps, completed=start, loss="-", tps="-", mfu="-")
+                for step in range(start, cfg.steps):
+                    item = prefetch.get()
+                    lr = cfg.lr * lr_factor(step, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    if item.n_targets == 0:
+                        raise TrainingError(f"{self.name}: step {step} has no target tokens (every label is masked); check the data/template")
+                    scale = world.size / item.n_targets
+                    step_loss = torch.zeros((), device=device)
+                    try:
+                        for i, mb in enumerate(item.micro):
+                            b = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
+                            with parallel.grad_sync(net, self.mode, i == len(item.micro) - 1):
+                                with autocast:
+                                    loss_sum = tm.loss_sum(net, b)
+                                (loss_sum * scale).backward()
+                            step_loss += loss_sum.detach()
+                        grad_norm = parallel.clip_grad_norm(self.params, cfg.grad_clip)
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    except torch.OutOfMemoryError as exc:
+                        raise TrainingError(_oom_message(self.name, step + 1, cfg, self.plan)) from exc
+                    nonfinite += (~torch.isfinite(step_loss)).float()
+                    done = step + 1
+                    tokens_seen += item.tokens
+                    last_state, last_tps = item.state, item.tokens_per_source
+                    last = done == cfg.steps
+                    save_now = bool(cfg.checkpoint_every) and done % cfg.checkpoint_every == 0 and not last
+                    if self.on_step is not None:
+                        try:
+                            self.on_step(done)
+                        except KeyboardInterrupt:
+                            stop.requested = True
+                    check_stop = not world.distributed or done % cfg.log_every == 0 or save_now
+                    stopping = parallel.any_flag(stop.requested, world) if check_stop else False
+                    if done % cfg.log_every == 0 or last or done == 1 or save_now or stopping:
+                        vals = parallel.all_sum(torch.stack([step_loss, nonfinite, grad_norm.float() / world.size]), world)
+                        loss_sum_v, bad, gnorm = vals.tolist()
+                        loss_value = loss_sum_v / item.n_targets
+                        if bad or loss_value != loss_value or abs(loss_value) == float("inf"):
+                            good = ckpt.latest(run_dir)
+                            where = f"{good[1]} (step {good[0]})" if good else "none was written yet"
+                            raise TrainingError(
+                                f"{self.name}: the loss became non-finite (by step {done}; loss {loss_value}); the last good "
+                                f"checkpoint is {where}. Lower the learning rate (train.lr={cfg.lr}), raise "
+                                f"train.warmup_steps, or lower train.grad_clip, then resume or start over."
+                            )
+                        now = time.perf_counter()
+                        tps = (tokens_seen - tok_log) / max(now - t_log, 1e-9)
+                        t_log, tok_log = now, tokens_seen
+                        mfu = tps * self.fpt / (self.peak * 1e12 * world.size) if self.peak else None
+                        log.write({"step": done, "loss": loss_value, "lr": lr, "grad_norm": gnorm, "tokens": tokens_seen,
+                                   "tokens_per_s": round(tps, 1), "mfu": None if mfu is None else round(mfu, 4),
+                                   "elapsed_s": round(now - t0, 3), "tokens_per_source": last_tps})
+                        bar.update(task, loss=f"{loss_value:.3f}", tps=f"{tps:,.0f}", mfu="-" if mfu is None else f"{mfu:.1%}")
+                    bar.update(task, completed=done)
+                    if stopping:
+                        self._save(done, tokens_seen, last_state, last_tps, loss_value)
+                        if world.main:
+                            self.console.print(f"[yellow]{self.name}: stopped at step {done}; checkpoint saved, rerun to resume[/]")
+                        raise KeyboardInterrupt
+                    if save_now:
+                        self._save(done, tokens_seen, last_state, last_tps, loss_value)
+        finally:
+            prefetch.close()
+            log.close()
+
+        sd, _ = parallel.full_state(tm.module, self.optimizer) if self.mode == "fsdp" else (tm.module.state_dict(), None)
+        if world.main:
+            hf_sd = tm.to_hf({k: v.detach().to("cpu") for k, v in sd.items()})
+            with atomic_dir(run_dir / "model") as tmp:
+                tm.write_hf_dir(tmp, hf_sd, self.tokenizer)
+            tm.load_into_hf(hf_sd)
+            write_json(run_dir / "mixture.json", self.source.report(cfg.steps))
+            ckpt.remove_all(run_dir)
+        parallel.barrier(world)
+        tm.hf.config.use_cache = True
+        tm.hf.eval()
+        return TrainResult(run_dir / "model", cfg.steps, loss_value, tokens_seen, time.perf_counter() - t0)

@@ -1,0 +1,137 @@
+"""Same global batch on 1 process and on N: loss curves must match, throughput should scale.
+
+Run under torchrun (or plainly: it then starts torchrun itself with --procs processes):
+
+    torchrun --nproc_per_node 2 bench/ddp_check.py --out results/ddp            # GPUs, NCCL
+    python bench/ddp_check.py --procs 2 --device cpu --dtype float32 --out /tmp/ddp   # CPU, gloo
+
+Rank 0 first trains the reference with world size 1 (a child process on its own device), then
+all ranks train the same preset, seed and global batch (`--global-batch-tokens`) with each
+`--parallel` mode (ddp, fsdp). Rank 0 compares the per-step losses and tokens/s, prints a
+verdict and writes OUT/ddp_check.json. Tolerance: 1e-5 absolute in float32; in bf16 the summation
+order differs between layouts, so 2e-2 relative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))
+
+
+def _args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="folder for runs and ddp_check.json")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8, help="micro-batch rows per process")
+    ap.add_argument("--global-batch-tokens", type=int, default=None, help="default: seq x batch x nproc x 2")
+    ap.add_argument("--parallel", default="ddp,fsdp", help="modes to check, comma-separated")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--compile", default="auto")
+    ap.add_argument("--procs", type=int, default=2, help="processes, when this script starts torchrun itself")
+    ap.add_argument("--interrupt-at", type=int, default=0,
+                    help="stop each N-process run after this step (as SIGTERM would) and resume it: checks resume too")
+    ap.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder (default: trained into OUT/tokenizer)")
+    ap.add_argument("--tol", type=float, default=None, help="override the tolerance")
+    return ap.parse_args()
+
+
+def _smoke_args(a: argparse.Namespace, out: Path, gbt: int, parallel: str) -> list[str]:
+    return ["--out", str(out), "--tokenizer", str(a.tokenizer), "--preset", a.preset, "--steps", str(a.steps),
+            "--seq-len", str(a.seq_len), "--batch-size", str(a.batch_size), "--global-batch-tokens", str(gbt),
+            "--parallel", parallel, "--device", a.device, "--dtype", a.dtype, "--compile", a.compile, "--log-every", "1",
+            "--no-resume"]
+
+
+def _summary(run: Path) -> dict:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    steady = [r["tokens_per_s"] for r in lines[len(lines) // 3:]] or [lines[-1]["tokens_per_s"]]
+    return {"loss": [r["loss"] for r in lines], "tokens_per_s": sorted(steady)[len(steady) // 2]}
+
+
+def main() -> None:
+    a = _args()
+    if "LOCAL_RANK" not in os.environ:  # not under torchrun: start it
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={a.procs}", __file__, *sys.argv[1:]]
+        sys.exit(subprocess.call(cmd))
+
+    from codestage.config import TrainConfig  # noqa: F401  (import check before the job starts)
+    from codestage.train import parallel, smoke
+
+    world = parallel.setup(a.device)
+    n = world.size
+    gbt = a.global_batch_tokens or a.seq_len * a.batch_size * n * 2
+    a.out.mkdir(parents=True, exist_ok=True)
+    a.tokenizer = a.tokenizer or a.out / "tokenizer"
+    if world.main:
+        smoke.get_tokenizer(a.tokenizer)
+        ref = a.out / "world1"
+        env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                                                                  "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK", "ROLE_RANK",
+                                                                  "TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE"}}
+        if world.device.type == "cuda":
+            env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+        env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "codestage.train.smoke", *_smoke_args(a, ref, gbt, "none")], env=env, check=True)
+        print(f"[ddp_check] world 1 done in {time.perf_counter() - t:.0f}s", flush=True)
+    parallel.barrier(world)
+    runs = {}
+    for mode in [m.strip() for m in a.parallel.split(",") if m.strip()]:
+        t = time.perf_counter()
+        cfg = smoke.config_from_args(smoke._args(_smoke_args(a, a.out / f"world{n}-{mode}", gbt, mode)))
+        tok, run = smoke.get_tokenizer(a.tokenizer), a.out / f"world{n}-{mode}"
+        if a.interrupt_at:
+            def stop(step: int) -> None:
+                if step == a.interrupt_at:
+                    raise KeyboardInterrupt
+            try:
+                smoke.job(tok, cfg, run, preset=a.preset, resume=False, on_step=stop)
+            except KeyboardInterrupt:
+                pass
+        smoke.job(tok, cfg, run, preset=a.preset, resume=bool(a.interrupt_at))
+        runs[mode] = time.perf_counter() - t
+        if world.main:
+            print(f"[ddp_check] world {n} {mode} done in {runs[mode]:.0f}s", flush=True)
+    if world.main:
+        ref_s = _summary(a.out / "world1")
+        fp32 = a.dtype == "float32" or (a.dtype == "auto" and world.device.type == "cpu")
+        tol = a.tol if a.tol is not None else (1e-5 if fp32 else 2e-2)
+        result = {"preset": a.preset, "steps": a.steps, "seq_len": a.seq_len, "global_batch_tokens": gbt, "world": n,
+                  "device": str(world.device), "dtype": "float32" if fp32 else "bfloat16", "tolerance": tol,
+                  "tolerance_kind": "absolute" if fp32 else "relative", "world1": ref_s, "modes": {}}
+        ok_all = True
+        for mode in runs:
+            s = _summary(a.out / f"world{n}-{mode}")
+            diffs = [abs(x - y) / (1.0 if fp32 else max(abs(x), 1e-9)) for x, y in zip(ref_s["loss"], s["loss"])]
+            ok = len(s["loss"]) == len(ref_s["loss"]) and max(diffs) <= tol
+            ok_all &= ok
+            s.update(max_diff=max(diffs), match=ok, scaling=s["tokens_per_s"] / ref_s["tokens_per_s"])
+            result["modes"][mode] = s
+            print(f"[ddp_check] {mode}: max loss diff {max(diffs):.2e} ({'OK' if ok else 'MISMATCH'}, tol {tol:g}); "
+                  f"tokens/s world1 {ref_s['tokens_per_s']:,.0f} -> world{n} {s['tokens_per_s']:,.0f} "
+                  f"({s['tokens_per_s'] / ref_s['tokens_per_s']:.2f}x)", flush=True)
+        result["verdict"] = "PASS" if ok_all else "FAIL"
+        (a.out / "ddp_check.json").write_text(json.dumps(result, indent=1))
+        print(f"[ddp_check] verdict: {result['verdict']} (loss curves of {n} processes vs 1, same global batch); "
+              f"{a.out / 'ddp_check.json'}", flush=True)
+    parallel.barrier(world)
+    sys.stdout.flush()
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+    os._exit(0 if not world.main or result["verdict"] == "PASS" else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""Training throughput on one GPU: codestage's loop against a plain HF baseline, same shapes.
+
+For each preset (default 125m, 350m, 760m, 1.3b; sequence 1024; vocabulary 50257) it runs
+
+  ours  codestage.train.loop.train(): our Llama (fused QKV / gate-up, SDPA, per-block
+        torch.compile), chunked linear+cross-entropy, bf16 autocast over fp32 master weights,
+        fused AdamW, prefetch thread, deferred loss reads; random token batches.
+  peer  Hugging Face LlamaForCausalLM + torch.compile(model) + fused AdamW, bf16 autocast over
+        fp32 weights, the HF loss; same micro-batch, grad accumulation, clipping.
+
+and prints tokens/s and MFU for both, where MFU = (6 N + 12 L d T) x tokens/s / ceiling and the
+ceiling is a big bf16 matmul measured here first. Timings: `--warmup` optimizer steps (compile
+included) then `--steps` timed ones, bracketed by cuda synchronize. Results go to --json.
+
+    python bench/train_throughput.py --json results/train_throughput.json
+    python bench/train_throughput.py --presets 125m --steps 20 --skip-peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from codestage.config import TrainConfig  # noqa: E402
+from codestage.model import model_config  # noqa: E402
+from codestage.train.estimate import flops_per_token  # noqa: E402
+
+DEFAULT_MICRO = {"125m": 16, "350m": 16, "760m": 8, "1.3b": 8, "small": 32, "tiny": 64, "pangu-2.6b": 4}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def matmul_ceiling(n: int = 8192, reps: int = 10) -> float:
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+
+
+class RandomTokens:
+    """A BatchSource of seeded random token rows (throughput does not depend on the text)."""
+
+    def __init__(self, vocab: int, seq: int, seed: int = 0) -> None:
+        self.vocab, self.seq = vocab, seq
+        self.gen = torch.Generator().manual_seed(seed)
+        self.rows = 0
+
+    def next_batch(self, fraction: float, rows: int) -> dict[str, torch.Tensor]:
+        ids = torch.randint(0, self.vocab, (rows, self.seq), generator=self.gen)
+        self.rows += rows
+        return {"input_ids": ids, "labels": ids}
+
+    def state(self) -> dict:
+        return {"rows": self.rows}
+
+    def load(self, state: dict) -> None:
+        self.rows = state["rows"]
+
+    def report(self, total_steps: int) -> dict:
+        return {"random_rows": self.rows}
+
+    def tokens_per_source(self) -> dict[str, int]:
+        return {"random": self.rows * self.seq}
+
+
+class _Tok:
+    """The few tokenizer members the loop uses when it saves the final model."""
+
+    def save_pretrained(self, folder) -> None:
+        (Path(folder) / "tokenizer_note.txt").write_text("benchmark run: random tokens, no tokenizer\n")
+
+
+def hf_model(conf, device: str = "cuda"):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(conf, attn_implementation="sdpa")
+
+
+def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, workdir: Path, act_ckpt: bool) -> dict:
+    from codestage.train.loop import train
+
+    model = hf_model(conf)
+    cfg = TrainConfig(steps=warmup + steps, batch_size=micro, grad_accum=accum, seq_len=seq, lr=3e-4, warmup_steps=1,
+                      log_every=10**6, dtype="bfloat16", compile="on", device="cuda", tensorboard=False,
+                      activation_checkpointing=act_ckpt)
+    marks: dict[int, float] = {}
+
+    def on_step(done: int) -> None:
+        if done in (1, warmup, warmup + steps):
+            torch.cuda.synchronize()
+            marks[done] = time.perf_counter()
+
+    t_start = time.perf_counter()
+    res = train(model, _Tok(), RandomTokens(conf.vocab_size, seq), cfg, workdir / "ours", name="ours", progress=False,
+                on_step=on_step)
+    tokens = steps * micro * accum * seq
+    del model
+    return {"tokens_per_s": tokens / (marks[warmup + steps] - marks[warmup]), "first_step_s": marks[1] - t_start,
+            "final_loss": res.final_loss, "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def run_peer(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, compile_mode: str) -> dict:
+    model = hf_model(conf)
+    model.config.use_cache = False
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
+    if compile_mode == "model":
+        fwd = torch.compile(model)
+    else:  # per decoder layer
+        for layer in model.model.layers:
+            layer.compile()
+        fwd = model
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, conf.vocab_size, (micro, seq), generator=gen).cuda() for _ in range(accum)]
+
+    def step() -> None:
+        for ids in batches:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = fwd(input_ids=ids, labels=ids, use_cache=False).loss / accum
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t
+    for _ in range(warmup - 1):
+        step()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    out = {"tokens_per_s": steps * micro * accum * seq / dt, "first_step_s": first,
+           "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+    del model, opt, fwd, batches
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="125m,350m,760m,1.3b")
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--micro", default="", help="per-preset micro-batch rows, e.g. '125m=16,1.3b=8' (defaults in the script)")
+    ap.add_argument("--accum", type=int, default=4, help="micro-batches per optimizer step")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--skip-ours", action="store_true")
+    ap.add_argument("--peer-compile", choices=["model", "blocks"], default="model")
+    ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument("--sdpa", choices=["default", "cudnn", "flash"], default="default",
+                    help="restrict scaled_dot_product_attention to one backend (both runs)")
+    ap.add_argument("--json", type=Path, default=Path("train_throughput.json"), help="where to write the results")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench/train_throughput.py needs a CUDA GPU")
+    if a.sdpa != "default":
+        torch.backends.cuda.enable_flash_sdp(a.sdpa == "flash")
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+        torch.backends.cuda.enable_cudnn_sdp(a.sdpa == "cudnn")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    micro = dict(DEFAULT_MICRO)
+    for part in filter(None, a.micro.split(",")):
+        k, v = part.split("=")
+        micro[k.strip()] = int(v)
+
+    t_all = time.perf_counter()
+    ceiling = matmul_ceiling()
+    dev = torch.cuda.get_device_name()
+    log(f"{dev}: bf16 matmul ceiling {ceiling:.0f} TFLOP/s; torch {torch.__version__}")
+    import transformers
+
+    results = {"device": dev, "torch": torch.__version__, "transformers": transformers.__version__,
+               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "ceiling_tflops": ceiling, "seq": a.seq, "vocab": a.vocab, "accum": a.accum, "warmup": a.warmup,
+               "steps": a.steps, "peer": f"HF LlamaForCausalLM + torch.compile({a.peer_compile}) + fused AdamW, bf16 autocast",
+               "sdpa": a.sdpa, "command": " ".join(sys.argv), "presets": {}}
+    workdir = Path(tempfile.mkdtemp(prefix="cs-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    for preset in [p.strip() for p in a.presets.split(",") if p.strip()]:
+        conf = model_config(preset, a.vocab, eos_token_id=0, pad_token_id=0, max_position_embeddings=max(a.seq, 1024))
+        from codestage.train.estimate import parameter_count
+
+        n = parameter_count(conf)
+        fpt = flops_per_token(conf, n, a.seq)
+        mb = micro.get(preset, 8)
+        row: dict = {"params": n, "flops_per_token": fpt, "micro_batch": mb, "tokens_per_step": mb * a.accum * a.seq}
+        for who in ("ours", "peer"):
+            if (who == "ours" and a.skip_ours) or (who == "peer" and a.skip_peer):
+                continue
+            torch.cuda.reset_peak_memory_stats()
+            t = time.perf_counter()
+            try:
+                if who == "ours":
+                    r = run_ours(conf, mb, a.accum, a.seq, a.warmup, a.steps, workdir, a.activation_checkpointing)
+                else:
+                    r = run_peer(conf, mb, a.accum, a.seq, a.warmup, a.steps, a.peer_compile)
+                r["mfu"] = r["tokens_per_s"] * fpt / (ceiling * 1e12)
+                r["wall_s"] = time.perf_counter() - t
+                log(f"{preset:>6} {who}: {r['tokens_per_s']:,.0f} tok/s  MFU {r['mfu']:.3f}  first step {r['first_step_s']:.1f}s  "
+                    f"peak mem {r['peak_mem_gb']:.1f} GB  ({r['wall_s']:.0f}s)")
+            except Exception as exc:  # one failed preset should not hide the others
+                r = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+                log(f"{preset:>6} {who}: FAILED {r['error'][:300]}")
+            row[who] = r
+            gc.collect()
+            torch.cuda.empty_cache()
+        if "tokens_per_s" in row.get("ours", {}) and "tokens_per_s" in row.get("peer", {}):
+            row["speedup"] = row["ours"]["tokens_per_s"] / row["peer"]["tokens_per_s"]
+        results["presets"][preset] = row
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(results, indent=1))
+    results["total_s"] = time.perf_counter() - t_all
+    a.json.write_text(json.dumps(results, indent=1))
+
+    print(f"\n{dev}, seq {a.seq}, vocab {a.vocab}, ceiling {ceiling:.0f} TFLOP/s (bf16 matmul, measured)")
+    print(f"{'preset':>7} {'params':>8} {'tok/step':>8} {'ours tok/s':>11} {'MFU':>6} {'peer tok/s':>11} {'MFU':>6} {'speedup':>8}")
+    for preset, row in results["presets"].items():
+        o, p = row.get("ours", {}), row.get("peer", {})
+        fmt = lambda r, k, f: f.format(r[k]) if k in r else "-"  # noqa: E731
+        print(f"{preset:>7} {row['params'] / 1e6:>7.0f}M {row['tokens_per_step']:>8} {fmt(o, 'tokens_per_s', '{:,.0f}'):>11} "
+              f"{fmt(o, 'mfu', '{:.3f}'):>6} {fmt(p, 'tokens_per_s', '{:,.0f}'):>11} {fmt(p, 'mfu', '{:.3f}'):>6} "
+              f"{fmt(row, 'speedup', '{:.2f}x'):>8}")
+    print(f"total {results['total_s']:.0f}s; results in {a.json}")
+
+
+if __name__ == "__main__":
+    main()
