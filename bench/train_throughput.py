@@ -56,6 +56,40 @@ def matmul_ceiling(n: int = 8192, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
 
 
+def cuda_correctness() -> dict:
+    """Our Llama and chunked loss against HF / plain cross-entropy on this GPU (bf16): max differences."""
+    import torch.nn.functional as F
+
+    from codestage.model import build_model
+    from codestage.train.fused_ce import linear_cross_entropy
+    from codestage.train.llama import FastLlama
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    h = torch.randn(5000, 256, device="cuda", generator=g, requires_grad=True)
+    w = torch.randn(50257, 256, device="cuda", generator=g, requires_grad=True)
+    t = torch.randint(0, 50257, (5000,), device="cuda", generator=g)
+    t[:100] = -100
+    ours = linear_cross_entropy(h, w, t, torch.bfloat16, compiled=True)
+    ours.backward()
+    gh, gw = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    ref = F.cross_entropy((h.bfloat16() @ w.bfloat16().t()).float(), t, reduction="sum")
+    ref.backward()
+    conf = model_config("small", 1000, eos_token_id=0, pad_token_id=1)
+    hf = build_model(conf, 0).cuda()
+    fast = FastLlama(conf).cuda()
+    fast.from_hf_state_dict(hf.state_dict())
+    ids = torch.randint(0, 1000, (2, 128), device="cuda", generator=g)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = hf(ids).logits.float(), fast(ids).float()
+    out = {"ce_loss_rel": abs(ours.item() - ref.item()) / abs(ref.item()),
+           "ce_grad_h_rel": ((gh - h.grad).abs().max() / h.grad.abs().max()).item(),
+           "ce_grad_w_rel": ((gw - w.grad).abs().max() / w.grad.abs().max()).item(),
+           "logits_bf16_rel": ((a - b).abs().max() / a.abs().max()).item()}
+    out["ok"] = out["ce_loss_rel"] < 1e-3 and out["ce_grad_h_rel"] < 2e-2 and out["ce_grad_w_rel"] < 2e-2 and out["logits_bf16_rel"] < 5e-2
+    return out
+
+
 class RandomTokens:
     """A BatchSource of seeded random token rows (throughput does not depend on the text)."""
 
@@ -196,7 +230,9 @@ def main() -> None:
     log(f"{dev}: bf16 matmul ceiling {ceiling:.0f} TFLOP/s; torch {torch.__version__}")
     import transformers
 
-    results = {"device": dev, "torch": torch.__version__, "transformers": transformers.__version__,
+    check = cuda_correctness()
+    log(f"correctness on this GPU: {'OK' if check['ok'] else 'MISMATCH'} {json.dumps({k: round(v, 6) for k, v in check.items() if k != 'ok'})}")
+    results = {"correctness": check, "device": dev, "torch": torch.__version__, "transformers": transformers.__version__,
                "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                "ceiling_tflops": ceiling, "seq": a.seq, "vocab": a.vocab, "accum": a.accum, "warmup": a.warmup,
                "steps": a.steps, "peer": f"HF LlamaForCausalLM + torch.compile({a.peer_compile}) + fused AdamW, bf16 autocast",

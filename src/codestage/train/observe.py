@@ -25,7 +25,7 @@ class MetricsLog:
                 self.tb = SummaryWriter(str(tb_dir))
             except ImportError:
                 if not _NOTED["tb"]:
-                    console.print("[dim]TensorBoard is not installed (pip install 'codestage[tensorboard]'); "
+                    console.print("[dim]TensorBoard is not installed (pip install tensorboard); "
                                   "metrics go to metrics.jsonl only[/]")
                     _NOTED["tb"] = True
 
