@@ -150,3 +150,12 @@ def test_eval_and_compare_on_a_model(tmp_path, monkeypatch, capsys, micro_model_
     cmp = json.loads((tmp_path / "cmp.json").read_text())
     # The same model on the same items: no difference at all.
     assert cmp["tasks"]["jecqa_kd"]["diff"] == 0.0 and cmp["tasks"]["jecqa_kd"]["n"] == 6
+    assert cmp["tasks"]["jecqa_kd"]["diff"] == 0.0 and "margin" in cmp["tasks"]["cosqa"]
+    # Several seeds per side (comma-separated): items averaged over seeds, still paired by item.
+    two = f"{tmp_path / 'a'},{tmp_path / 'b'}"
+    code, msg = run_cli(monkeypatch, capsys, "compare", two, two, "--json", str(tmp_path / "cmp2.json"))
+    assert code == 0, msg
+    cmp2 = json.loads((tmp_path / "cmp2.json").read_text())
+    assert cmp2["seeds"] == 2 and cmp2["tasks"]["cosqa"]["diff"] == 0.0 and cmp2["tasks"]["cosqa"]["n"] == 6
+    code, msg = run_cli(monkeypatch, capsys, "compare", two, str(tmp_path / "a"))
+    assert code == 2 and "same number of runs" in msg

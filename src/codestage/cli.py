@@ -137,21 +137,32 @@ def eval_cmd(
 
 @app.command()
 def compare(
-    run_a: Path = typer.Argument(..., help="eval folder (or items.jsonl) of run A"),
-    run_b: Path = typer.Argument(..., help="eval folder (or items.jsonl) of run B"),
-    seed: int = typer.Option(0, "--seed"),
+    run_a: str = typer.Argument(..., help="eval folder (or items.jsonl) of run A; several seeds: comma-separated"),
+    run_b: str = typer.Argument(..., help="eval folder (or items.jsonl) of run B; the same number of seeds, same order"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON here"),
 ) -> None:
-    """Paired difference A - B per task with its 95% interval and a paired-bootstrap p-value."""
+    """Paired difference A - B per task with its 95% interval and a paired-bootstrap p-value,
+    plus continuous metrics (margin of the gold choice; bits per byte of MBPP references) in the JSON and table."""
     from codestage.atomic import write_json
     from codestage.eval.harness import compare as compare_runs
 
-    result = compare_runs(run_a, run_b, seed=seed)
-    table = Table("task", "metric", "n", "A", "B", "A - B", "95% CI", "p", title=f"{run_a}  vs  {run_b}")
+    side_a = [Path(x) for x in run_a.split(",") if x]
+    side_b = [Path(x) for x in run_b.split(",") if x]
+    result = compare_runs(side_a, side_b, seed=seed)
+    seeds = f" ({result['seeds']} seeds, item values averaged over seeds)" if result["seeds"] > 1 else ""
+    table = Table("task", "metric", "n", "A", "B", "A - B", "95% CI", "p", "margin or bits/byte: A - B [95% CI] p",
+                  title=f"A = {run_a}\nB = {run_b}{seeds}")
     for task, r in result["tasks"].items():
         lo, hi = r["ci95"]
+        cont = []
+        for key, label in (("margin", "margin"), ("bits_per_byte", "bits/byte")):
+            if key in r:
+                c = r[key]
+                cont.append(f"{label} {c['diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] p={c['p_value']:.3f}")
+        cont = "; ".join(cont)
         table.add_row(task, r["metric"], str(r["n"]), f"{r['a']:.2f}", f"{r['b']:.2f}", f"{r['diff']:+.2f}",
-                      f"[{lo:+.2f}, {hi:+.2f}]", f"{r['p_value']:.3f}")
+                      f"[{lo:+.2f}, {hi:+.2f}]", f"{r['p_value']:.3f}", cont)
     Console().print(table)
     if result["unpaired_tasks"]:
         console.print(f"tasks in only one run (not compared): {', '.join(result['unpaired_tasks'])}")

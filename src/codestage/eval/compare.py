@@ -2,24 +2,34 @@
 
 Items are paired by (task, doc_id); only items present in both runs count (how many were not
 paired is reported). Accuracy compares per-item correctness; BLEU resamples the per-item BLEU
-statistics and recomputes corpus BLEU for both runs on the same resampled items.
+statistics and recomputes corpus BLEU for both runs on the same resampled items. The mean
+log-probability of the gold choice is compared too: it moves before accuracy does.
+
+Several seeds: give one items file per seed on each side (seed i of A pairs with seed i of B).
+Each item's value is then its mean over seeds (BLEU: its statistics summed over seeds), so the
+interval resamples items with the seed-to-seed variation folded into each item.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from codestage.errors import DataError
 from codestage.eval.metrics import bleu_from_stats
-from codestage.eval.stats import mean_stat, paired_bootstrap
+from codestage.eval.stats import mean_stat, paired_bootstrap, ratio_stat
 
 
 def _items_path(path: Path | str) -> Path:
     path = Path(path)
-    return path / "items.jsonl" if path.is_dir() else path
+    if path.is_dir():
+        plain = path / "items.jsonl"
+        return plain if plain.is_file() or not (path / "items.jsonl.gz").is_file() else path / "items.jsonl.gz"
+    return path
 
 
 def read_items(path: Path | str) -> dict[str, dict[int, dict]]:
@@ -28,7 +38,8 @@ def read_items(path: Path | str) -> dict[str, dict[int, dict]]:
     if not path.is_file():
         raise DataError(f"{path}: items file not found (expected an items.jsonl written by `codestage eval`)")
     out: dict[str, dict[int, dict]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -56,38 +67,62 @@ def _scaled(result: dict) -> dict:
     return {**result, "diff": 100.0 * result["diff"], "ci95": [100.0 * v for v in result["ci95"]]}
 
 
-def compare(items_a: Path | str, items_b: Path | str, *, seed: int = 0) -> dict:
-    """Per task: n paired items, A's and B's score (percent), A - B with 95% interval and p-value."""
-    a, b = read_items(items_a), read_items(items_b)
-    out: dict = {"a": str(_items_path(items_a)), "b": str(_items_path(items_b)), "tasks": {}}
-    out["unpaired_tasks"] = sorted(set(a) ^ set(b))
-    for task in sorted(set(a) & set(b)):
-        ids = sorted(set(a[task]) & set(b[task]))
+def _per_item(runs: list[dict[int, dict]], ids: list[int], field: str, reduce: str = "mean") -> np.ndarray:
+    """(items x ...) values of `field`, combined over the runs (seeds) of one side."""
+    stacked = np.array([[np.asarray(r[i][field], dtype=np.float64) for i in ids] for r in runs], dtype=np.float64)
+    return stacked.sum(axis=0) if reduce == "sum" else stacked.mean(axis=0)
+
+
+def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Sequence[Path | str], *, seed: int = 0) -> dict:
+    """Per task: n paired items, A's and B's score (percent), A - B with 95% interval and p-value.
+    Each side is one items file (or run folder), or a list of them, one per seed."""
+    list_a = [items_a] if isinstance(items_a, (str, Path)) else list(items_a)
+    list_b = [items_b] if isinstance(items_b, (str, Path)) else list(items_b)
+    if not list_a or len(list_a) != len(list_b):
+        raise DataError(f"compare: give the same number of runs on both sides (got {len(list_a)} and {len(list_b)})")
+    runs_a, runs_b = [read_items(p) for p in list_a], [read_items(p) for p in list_b]
+    out: dict = {"a": [str(_items_path(p)) for p in list_a], "b": [str(_items_path(p)) for p in list_b],
+                 "seeds": len(list_a), "tasks": {}}
+    if len(list_a) == 1:
+        out["a"], out["b"] = out["a"][0], out["b"][0]
+    tasks_a = set.intersection(*(set(r) for r in runs_a))
+    tasks_b = set.intersection(*(set(r) for r in runs_b))
+    out["unpaired_tasks"] = sorted(tasks_a ^ tasks_b)
+    for task in sorted(tasks_a & tasks_b):
+        side_a, side_b = [r[task] for r in runs_a], [r[task] for r in runs_b]
+        ids = sorted(set.intersection(*(set(r) for r in side_a + side_b)))
         if not ids:
             continue
-        ra, rb = [a[task][i] for i in ids], [b[task][i] for i in ids]
-        if all("bleu_stats" in r for r in ra + rb):
-            metric = "bleu"
-            xa = np.array([r["bleu_stats"] for r in ra], dtype=np.float64)
-            xb = np.array([r["bleu_stats"] for r in rb], dtype=np.float64)
-            stat = _bleu_stat
+        recs = [r[i] for r in side_a + side_b for i in ids]
+        if all("bleu_stats" in r for r in recs):
+            metric, field, reduce, stat = "bleu", "bleu_stats", "sum", _bleu_stat
         else:
-            metric = "accuracy"
-            xa = np.array([float(r["correct"]) for r in ra])
-            xb = np.array([float(r["correct"]) for r in rb])
-            stat = mean_stat
+            metric, field, reduce, stat = "accuracy", "correct", "mean", mean_stat
+        xa, xb = _per_item(side_a, ids, field, reduce), _per_item(side_b, ids, field, reduce)
         entry = {
             "metric": metric,
             "n": len(ids),
             "a": _point(xa, stat),
             "b": _point(xb, stat),
             **_scaled(paired_bootstrap(xa, xb, stat, seed=seed)),
-            "only_in_a": len(a[task]) - len(ids),
-            "only_in_b": len(b[task]) - len(ids),
+            "only_in_a": max(len(r) for r in side_a) - len(ids),
+            "only_in_b": max(len(r) for r in side_b) - len(ids),
         }
-        if all("passed" in r for r in ra + rb):
-            pa = np.array([float(r["passed"]) for r in ra])
-            pb = np.array([float(r["passed"]) for r in rb])
+        if all("passed" in r for r in recs):
+            pa, pb = _per_item(side_a, ids, "passed"), _per_item(side_b, ids, "passed")
             entry["pass@1"] = {"a": 100.0 * pa.mean(), "b": 100.0 * pb.mean(), **_scaled(paired_bootstrap(pa, pb, seed=seed))}
+        if all("gold_score" in r for r in recs):
+            ga, gb = _per_item(side_a, ids, "gold_score"), _per_item(side_b, ids, "gold_score")
+            entry["gold_logprob"] = {"a": float(ga.mean()), "b": float(gb.mean()), **paired_bootstrap(ga, gb, seed=seed)}
+        if all("margin" in r for r in recs):
+            ma, mb = _per_item(side_a, ids, "margin"), _per_item(side_b, ids, "margin")
+            entry["margin"] = {"a": float(ma.mean()), "b": float(mb.mean()), **paired_bootstrap(ma, mb, seed=seed)}
+        if all("ref_logprob" in r and "ref_bytes" in r for r in recs):
+            # bits per byte of the reference solution (lower is better): rows of (bits, bytes)
+            nbytes = np.array([side_a[0][i]["ref_bytes"] for i in ids], dtype=np.float64)
+            ba = np.stack([-_per_item(side_a, ids, "ref_logprob") / np.log(2), nbytes], axis=1)
+            bb = np.stack([-_per_item(side_b, ids, "ref_logprob") / np.log(2), nbytes], axis=1)
+            entry["bits_per_byte"] = {"a": float(ratio_stat(ba.sum(axis=0), len(ids))), "b": float(ratio_stat(bb.sum(axis=0), len(ids))),
+                                      **paired_bootstrap(ba, bb, ratio_stat, seed=seed)}
         out["tasks"][task] = entry
     return out
