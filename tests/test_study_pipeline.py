@@ -107,6 +107,7 @@ def test_heldout_loss_and_continuous_metrics_are_reported(study_out) -> None:
     assert legal["gold_logprob"]["n"] == 3 and "value" in legal["margin"]
     md = (out / "report.md").read_text()
     assert "## Held-out loss" in md and "## Continuous metrics" in md
+    assert "## Test-set contamination" in md and "| mbpp_sanitized |" in md
 
 
 def test_cc_is_the_stepwise_decrease_run_trained_once(study_out) -> None:

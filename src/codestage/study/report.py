@@ -117,6 +117,28 @@ def _continuous_lines(results: Mapping[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _decontam_lines(out_dir: Path) -> list[str]:
+    """The n-gram overlap of the training data with each task, when the study ran its decontam step."""
+    path = out_dir / "decontam" / "decontam.json"
+    if not path.is_file():
+        return []
+    from codestage.data.decontam import contamination_summary
+
+    summary = contamination_summary(path)
+    lines = ["## Test-set contamination", "",
+             f"{summary['ngram']}-gram overlap between every training source and every task "
+             f"(`decontam/decontam.json` has the matches).", "",
+             "| task | items checked | items touched | by source (items / documents) |", "|---|---|---|---|"]
+    for task, t in summary["tasks"].items():
+        if t.get("absent"):
+            lines.append(f"| {task} | absent | | |")
+            continue
+        by = ", ".join(f"{s} {v['items_touched']} / {v['documents_touched']}" for s, v in t["by_source"].items())
+        share = f" ({100 * t['share_touched']:.1f}%)" if t["items_touched"] else ""
+        lines.append(f"| {task} | {t['items_checkable']} of {t['items']} | {t['items_touched']}{share} | {by} |")
+    return lines + [""]
+
+
 def _heldout_lines(results: Mapping[str, Any]) -> list[str]:
     runs = {n: r["heldout"] for n, r in results["runs"].items() if r.get("heldout")}
     if not runs:
@@ -278,6 +300,7 @@ def write_report(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any
     md += _notes(results)
     md += _continuous_lines(results)
     md += _heldout_lines(results)
+    md += _decontam_lines(out_dir)
     md += _mixture_lines(runs)
     other = {n: r["other_tasks"] for n, r in results["runs"].items() if r["other_tasks"]}
     if other:
