@@ -223,13 +223,65 @@ def load_config(path: Path | str) -> StudyConfig:
         raise ConfigError(f"{path}: config file not found") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML (nested too deeply to read)") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ConfigError(f"{path}: malformed YAML ({exc})") from None
+    problem = _not_plain_data(data)
+    if problem:
+        raise ConfigError(f"{path}: {problem}; a config holds plain values (it is written into results as JSON)")
     return parse_config(data, origin=str(path), base_dir=path.parent.resolve())
+
+
+_MAX_VALUES = 1_000_000
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _not_plain_data(data: Any) -> str | None:
+    """Why YAML data cannot be a config: a `!!binary` scalar, a recursive alias, or aliases that
+    expand past a million values (an alias bomb, which would explode when results are written).
+    Shared (aliased) values are visited once, so the check costs the file's size, not its expansion."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def walk(node: Any, where: str) -> int:
+        if isinstance(node, bytes):
+            raise _NotPlain(f"{where or '(top level)'}: binary (!!binary) values are not supported")
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _NotPlain(f"{where or '(top level)'}: a recursive alias (the value contains itself)")
+        active.add(key)
+        total = 1
+        for k, v in node.items() if isinstance(node, dict) else enumerate(node):
+            total += walk(v, f"{where}.{k}" if where else str(k))
+            if total > _MAX_VALUES:
+                raise _NotPlain(f"{where or '(top level)'}: aliases expand to over {_MAX_VALUES:,} values (an alias bomb?)")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        walk(data, "")
+    except _NotPlain as exc:
+        return str(exc)
+    except RecursionError:
+        return "nested too deeply to read"
+    return None
 
 
 def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:

@@ -67,16 +67,17 @@ def _from_record(obj: Any, source: str, where: str) -> Iterator[Example]:
             sub = f"{where} instances[{j}]"
             if not isinstance(inst, dict):
                 raise DataError(f"{sub}: expected a JSON object")
-            output = _field(inst, "output", sub)
+            output, given = _field(inst, "output", sub), _field(inst, "input", sub, required=False)
             if not output.strip():
                 yield _EmptyAnswer(sub)  # only this instance: its siblings still count
                 continue
-            yield Example(instruction, _field(inst, "input", sub, required=False), output, source, sub)
+            yield Example(instruction, given, output, source, sub)
         return
     output = _field(obj, "output", where, required="response" not in obj) or _field(obj, "response", where, required=False)
+    given = _field(obj, "input", where, required=False)  # checked even when the answer is empty
     if not output.strip():
         raise _EmptyAnswer(where)
-    yield Example(instruction, _field(obj, "input", where, required=False), output, source, where)
+    yield Example(instruction, given, output, source, where)
 
 
 def _records(path: Path) -> Iterator[tuple[Any, str]]:

@@ -8,6 +8,7 @@ missing field or a wrong label is (`file:line: field ...`) instead of failing so
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +22,7 @@ def where(path: Path, line: int | None) -> str:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM (Excel's CSVs) is not data
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except UnicodeDecodeError as exc:
@@ -30,13 +31,16 @@ def _read_text(path: Path) -> str:
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a bad line is a DataError naming it."""
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+    # Only "\n" ends a line: U+2028, U+0085 and friends are legal raw inside JSON strings.
+    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{lineno}: not valid JSON here (nested too deeply to read)") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
@@ -60,10 +64,12 @@ class _Lines:
         return self.line
 
 
-def _decode_error(path: Path, text: str, exc: json.JSONDecodeError | None, pos: int, what: str) -> DataError:
-    if exc is not None:
+def _decode_error(path: Path, text: str, exc: Exception | None, pos: int, what: str) -> DataError:
+    if isinstance(exc, json.JSONDecodeError):
         return DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
     line = text.count("\n", 0, pos) + 1
+    if isinstance(exc, RecursionError):
+        return DataError(f"{path}:{line}: not valid JSON here (nested too deeply to read)")
     return DataError(f"{path}:{line}: not valid JSON (expected {what})")
 
 
@@ -81,7 +87,7 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     while True:
         try:
             obj, end = dec.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise _decode_error(path, text, exc, pos, "a value") from None
         yield lines.at(pos), obj
         pos = _skip_ws(text, end)
@@ -107,7 +113,7 @@ def iter_json_object(path: Path) -> Iterator[tuple[int, str, Any]]:
     while True:
         try:
             key, end = dec.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise _decode_error(path, text, exc, pos, "a key") from None
         if not isinstance(key, str):
             raise _decode_error(path, text, None, pos, "a string key")
@@ -118,7 +124,7 @@ def iter_json_object(path: Path) -> Iterator[tuple[int, str, Any]]:
         pos = _skip_ws(text, pos + 1)
         try:
             value, end = dec.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise _decode_error(path, text, exc, pos, "a value") from None
         yield line, key, value
         pos = _skip_ws(text, end)
@@ -133,7 +139,7 @@ def iter_json_object(path: Path) -> Iterator[tuple[int, str, Any]]:
 def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
     """Records of a file that is either JSON lines or one JSON array (both occur upstream)."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        head = f.read(4096).lstrip()
+        head = f.read(4096).lstrip("\ufeff \t\r\n")
     return iter_json_array(path) if head.startswith("[") else iter_jsonl(path)
 
 
@@ -143,18 +149,28 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON here (nested too deeply to read)") from None
 
 
 def iter_csv(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """(line the record starts on, row) for a CSV with a header; missing columns are a DataError."""
     text = _read_text(path)
-    reader = csv.DictReader(text.splitlines(keepends=True))
+    # csv's own line handling (not str.splitlines); strict: an unterminated quote is an error, not a field
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     header = reader.fieldnames or []
     missing = [c for c in required if c not in header]
     if missing:
         raise DataError(f"{path}:1: missing column(s) {', '.join(missing)} (header has {', '.join(header) or 'nothing'})")
     start = reader.line_num + 1
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a field over csv's size limit, a NUL byte, ...
+            raise DataError(f"{path}:{start}: malformed CSV ({exc})") from None
         if None in row:
             raise DataError(f"{path}:{start}: more fields than the header's {len(header)} columns")
         empty = [c for c in required if row.get(c) is None]
