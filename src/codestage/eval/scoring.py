@@ -8,27 +8,48 @@ empty context becomes the BOS/EOS token), inputs longer than the model are cut f
 per request is the summed log-probability of the continuation tokens, their count, and whether
 each was the argmax.
 
-What is faster than lm-eval: requests are sorted by length and batched; the choices of one item
-that share a long token prefix (the question, under the lm-eval protocol) are packed into one
-row that computes the prefix once, with a block attention mask and explicit position ids; only
-the hidden states at scored positions go through the output layer, in chunks, so no
-(batch x length x vocabulary) log-softmax is ever materialised; bf16 on CUDA. Two probes at
-start-up check, on the model at hand, that the split output layer and the packed rows reproduce
-the plain forward pass; a model that fails a probe is scored the plain way.
+What is faster than lm-eval:
+- tokenization: every text of a call is encoded once (contexts shared by an item's choices once),
+  in chunks on a thread pool (the tokenizers library releases the GIL), so all cores work even with
+  TOKENIZERS_PARALLELISM=false;
+- packing: the choices of one item that share a long token prefix (the question, under the lm-eval
+  protocol) go into one row that computes the prefix once, with a block attention mask (built on
+  the device, once a batch) and explicit position ids;
+- batching: rows are sorted by length, packed and plain rows in separate batches (plain batches need
+  no mask, so SDPA can use its causal kernels); a batch holds `batch_size` rows (model sequences,
+  the same unit as lm-eval's batch size), or more short rows when `max_batch_tokens` allows;
+- no host round trips per batch: a batch's inputs travel in one pinned, non-blocking copy; only the
+  hidden states at scored positions go through the output layer, in chunks (no
+  batch x length x vocabulary tensor); per-token log-probabilities stay on the device until the
+  call ends and come back in one transfer, so the CPU prepares and launches the next batch while
+  the GPU runs this one;
+- bf16 on CUDA.
+
+Two probes at start-up check, on the model at hand, that the split output layer and the packed
+rows reproduce the plain forward pass; a model that fails a probe is scored the plain way.
+`Scorer.timer` (a name -> context manager callable) times the phases for bench/eval_profile.py and
+`Scorer.stats` counts requests, rows, batches and tokens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, ContextManager, Literal, Sequence
 
+import numpy as np
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 Truncation = Literal["left", "right"]
 MIN_SHARED_PREFIX = 16  # tokens; below this, packing choices saves less than it costs
 HEAD_CHUNK = 2048  # scored positions per output-layer call (bounds the logits buffer)
+TOKENIZE_CHUNK = 256  # at most this many texts per tokenizer call on the thread pool
+_NO_PHASE = contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -54,16 +75,23 @@ class _Fitted:
 
 @dataclass
 class _Row:
-    """One model input row: a shared prefix then one input segment per request (or one request)."""
+    """One model input row: one request (plain), or a shared prefix then one suffix per request (packed)."""
 
     ids: list[int]
-    positions: list[int]
-    segments: list[int]  # 0 = shared/plain, i + 1 = suffix of the i-th request
     requests: list[tuple[int, int, list[int]]]  # (request index, row index predicting target 0, targets)
+    segment_lengths: list[int] | None = None  # packed: [prefix, suffix 1, suffix 2, ...]
 
     @property
     def packed(self) -> bool:
-        return any(s > 0 for s in self.segments)
+        return self.segment_lengths is not None
+
+    def positions_and_segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Position ids (each suffix continues the prefix) and segment ids (0 = prefix, i + 1 = i-th suffix)."""
+        lengths = np.asarray(self.segment_lengths, dtype=np.int64)
+        segments = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+        starts = np.cumsum(lengths) - lengths  # where each segment begins in the row
+        shift = np.where(np.arange(len(lengths)) == 0, 0, starts - lengths[0])  # suffix i starts at position `prefix`
+        return np.arange(len(self.ids), dtype=np.int64) - np.repeat(shift, lengths), segments
 
 
 def model_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None, default: int = 2048) -> int:
@@ -79,8 +107,41 @@ def model_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase 
     return default
 
 
+def _shared_prefix(seqs: list[list[int]], limit: int) -> int:
+    """Length of the longest common prefix of `seqs`, at most `limit` (list slices compare in C)."""
+    first = seqs[0]
+    n = min(limit, *(len(s) for s in seqs))
+    for s in seqs[1:]:
+        if n <= 0:
+            return 0
+        if first[:n] == s[:n]:
+            continue
+        lo, hi = 0, n  # first[:lo] == s[:lo] and first[:hi] != s[:hi]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if first[:mid] == s[:mid]:
+                lo = mid
+            else:
+                hi = mid
+        n = lo
+    return max(n, 0)
+
+
+def _cpu_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(16, n))
+
+
 class Scorer:
-    """Scores requests with one model; construct once per model, reuse for every task."""
+    """Scores requests with one model; construct once per model, reuse for every task.
+
+    `batch_size` is the number of rows (model input sequences) per forward pass, as lm-eval's batch
+    size is; a packed row carries all choices of one item. With `max_batch_tokens`, a batch of short
+    rows may hold more than `batch_size` rows while rows x width stays within that many tokens.
+    """
 
     def __init__(
         self,
@@ -90,26 +151,49 @@ class Scorer:
         batch_size: int = 16,
         max_length: int | None = None,
         pack: bool = True,
+        max_batch_tokens: int | None = None,
+        tokenize_workers: int | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = max(1, int(batch_size))
+        self.max_batch_tokens = max_batch_tokens
         self.max_length = max_length or model_max_length(model, tokenizer)
         self.device = next(model.parameters()).device
+        self.tokenize_workers = tokenize_workers or _cpu_workers()
         bos = tokenizer.bos_token_id
         self.prefix_token_id = bos if bos is not None else tokenizer.eos_token_id
+        self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._mask_align = 16 if self.device.type == "cuda" else 1
+        self.timer: Callable[[str], ContextManager] | None = None
+        self.stats: Counter = Counter()
         self._split = self._probe_split_head()
         self.pack = False
         self.pack = pack and self._probe_packing()
 
+    def _phase(self, name: str) -> ContextManager:
+        return self.timer(name) if self.timer is not None else _NO_PHASE
+
     # ---------------------------------------------------------------- tokenization
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        """input_ids of each text (no special tokens), chunks of texts encoded on a thread pool."""
+        encode = lambda chunk: self.tokenizer(chunk, add_special_tokens=False)["input_ids"]  # noqa: E731
+        size = min(TOKENIZE_CHUNK, max(16, -(-len(texts) // (4 * self.tokenize_workers))))
+        if self.tokenize_workers < 2 or len(texts) < 2 * size or not getattr(self.tokenizer, "is_fast", False):
+            return encode(texts)
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        out = encode(chunks[0])  # the first call settles the tokenizer's truncation/padding state
+        with ThreadPoolExecutor(self.tokenize_workers) as pool:
+            for ids in pool.map(encode, chunks[1:]):
+                out += ids
+        return out
 
     def _encode_many(self, texts: Sequence[str]) -> dict[str, list[int]]:
         unique = list(dict.fromkeys(texts))
         if not unique:
             return {}
-        ids = self.tokenizer(unique, add_special_tokens=False)["input_ids"]
-        return dict(zip(unique, ids))
+        return dict(zip(unique, self._tokenize(unique)))
 
     def encode_pairs(self, requests: Sequence[Request]) -> list[tuple[list[int], list[int]]]:
         """(context tokens, continuation tokens) per request, split as lm-evaluation-harness does."""
@@ -150,38 +234,50 @@ class Scorer:
         cont = cont[: limit - len(ctx)]
         return _Fitted(ctx + cont, len(ctx))
 
-    # ---------------------------------------------------------------- rows
+    # ---------------------------------------------------------------- rows and batches
 
     def _rows(self, fitted: list[_Fitted], groups: list[list[int]]) -> list[_Row]:
         rows = []
         for group in groups:
             shared = 0
             if self.pack and len(group) > 1:
-                seqs = [fitted[i].tokens for i in group]
-                common = 0
-                for column in zip(*seqs):
-                    if any(tok != column[0] for tok in column[1:]):
-                        break
-                    common += 1
-                shared = min(common, min(fitted[i].start for i in group) - 1)
+                shared = _shared_prefix([fitted[i].tokens for i in group], min(fitted[i].start for i in group) - 1)
             if shared >= MIN_SHARED_PREFIX:
-                prefix = fitted[group[0]].tokens[:shared]
-                ids, pos, seg, reqs = list(prefix), list(range(shared)), [0] * shared, []
-                for k, i in enumerate(group):
+                ids = fitted[group[0]].tokens[:shared]
+                lengths, reqs = [shared], []
+                for i in group:
                     f = fitted[i]
                     suffix = f.tokens[shared:-1]
-                    offset = len(ids)
+                    reqs.append((i, len(ids) + f.start - 1 - shared, f.tokens[f.start:]))
                     ids += suffix
-                    pos += range(shared, shared + len(suffix))
-                    seg += [k + 1] * len(suffix)
-                    reqs.append((i, offset + f.start - 1 - shared, f.tokens[f.start:]))
-                rows.append(_Row(ids, pos, seg, reqs))
+                    lengths.append(len(suffix))
+                rows.append(_Row(ids, reqs, lengths))
             else:
                 for i in group:
                     f = fitted[i]
-                    n = len(f.tokens) - 1
-                    rows.append(_Row(f.tokens[:-1], list(range(n)), [0] * n, [(i, f.start - 1, f.tokens[f.start:])]))
+                    rows.append(_Row(f.tokens[:-1], [(i, f.start - 1, f.tokens[f.start:])]))
         return rows
+
+    def _batches(self, rows: list[_Row]) -> list[list[_Row]]:
+        """Rows longest first, packed and plain apart (plain batches need no mask), `batch_size` rows a
+        batch, or more while rows x width fits `max_batch_tokens`."""
+        order = sorted(range(len(rows)), key=lambda i: (rows[i].packed, -len(rows[i].ids)))
+        batches: list[list[_Row]] = []
+        batch: list[_Row] = []
+        for i in order:
+            row = rows[i]
+            if batch and row.packed == batch[0].packed and (
+                len(batch) < self.batch_size
+                or (self.max_batch_tokens is not None and (len(batch) + 1) * len(batch[0].ids) <= self.max_batch_tokens)
+            ):
+                batch.append(row)
+                continue
+            if batch:
+                batches.append(batch)
+            batch = [row]
+        if batch:
+            batches.append(batch)
+        return batches
 
     # ---------------------------------------------------------------- forward
 
@@ -209,48 +305,97 @@ class Scorer:
         return torch.cat(logps), torch.cat(greedy)
 
     def _mask(self, segments: torch.Tensor) -> torch.Tensor:
-        """Additive (B, 1, T, T) mask: causal, padding (-1) hidden, suffixes see the prefix and themselves."""
-        t = segments.shape[1]
-        causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
-        q, k = segments[:, :, None], segments[:, None, :]
-        allowed = causal & (k >= 0) & ((k == 0) | (k == q))
-        allowed |= torch.eye(t, dtype=torch.bool, device=segments.device) & (q < 0)  # pads see themselves
+        """Additive (B, 1, T, T) mask, built once a batch on the device: causal, and a query sees the prefix
+        (segment 0) and its own segment. Padding (-1) is its own segment, so no row is empty and no real
+        query sees padding. On CUDA the rows are stored 16-aligned (a view of a wider tensor), so SDPA's
+        memory-efficient kernel takes the mask as is instead of padding a copy in every layer."""
+        n, t = segments.shape
+        width = -(-t // self._mask_align) * self._mask_align
+        keys = segments if width == t else torch.nn.functional.pad(segments, (0, width - t), value=-1)
+        causal = torch.ones(t, width, dtype=torch.bool, device=segments.device).tril_()
+        allowed = ((segments[:, :, None] == keys[:, None, :]) | (keys[:, None, :] == 0)) & causal
         dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
-        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-        return mask[:, None]
+        zero = torch.zeros((), dtype=dtype, device=segments.device)
+        mask = torch.where(allowed, zero, torch.finfo(dtype).min)
+        return mask[:, None, :, :t]
 
     @torch.inference_mode()
-    def _run_batch(self, rows: list[_Row]) -> list[tuple[int, Score]]:
-        width = max(len(r.ids) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        packed = any(r.packed for r in rows)
-        pos = torch.zeros((len(rows), width), dtype=torch.long) if packed else None
-        seg = torch.full((len(rows), width), -1, dtype=torch.long) if packed else None
-        b_idx, q_idx, tgt, owners = [], [], [], []
-        for b, r in enumerate(rows):
-            n = len(r.ids)
-            ids[b, :n] = torch.tensor(r.ids)
+    def _run_batch(self, rows: list[_Row]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Launch one batch; (log-prob, is-argmax) of every scored token, on the device, in row and
+        request order. Nothing here waits for the device."""
+        with self._phase("host_batch"):
+            n_rows, width = len(rows), max(len(r.ids) for r in rows)
+            packed = rows[0].packed
+            flat, tgt = [], []
+            for b, r in enumerate(rows):
+                for _, first, targets in r.requests:
+                    at = b * width + first
+                    flat.extend(range(at, at + len(targets)))
+                    tgt.extend(targets)
+            n_scored, cells = len(tgt), n_rows * width
+            buf = np.empty((3 if packed else 1) * cells + 2 * n_scored, dtype=np.int64)
+            ids = buf[:cells].reshape(n_rows, width)
+            ids.fill(self._pad)
+            for b, r in enumerate(rows):
+                ids[b, : len(r.ids)] = r.ids
             if packed:
-                pos[b, :n] = torch.tensor(r.positions)
-                seg[b, :n] = torch.tensor(r.segments)
-            for req, first, targets in r.requests:
-                b_idx += [b] * len(targets)
-                q_idx += range(first, first + len(targets))
-                tgt += targets
-                owners.append((req, len(targets)))
-        ids = ids.to(self.device)
-        mask = self._mask(seg.to(self.device)) if packed else None
-        states = self._hidden_or_logits(ids, pos.to(self.device) if packed else None, mask)
-        gathered = states[torch.tensor(b_idx, device=self.device), torch.tensor(q_idx, device=self.device)]
-        logp, greedy = self._score_positions(gathered, torch.tensor(tgt, device=self.device))
-        logp, greedy = logp.double().cpu(), greedy.cpu()
-        out, at = [], 0
-        for req, n in owners:
-            out.append((req, Score(float(logp[at : at + n].sum()), n, bool(greedy[at : at + n].all()))))
-            at += n
-        return out
+                pos = buf[cells : 2 * cells].reshape(n_rows, width)
+                seg = buf[2 * cells : 3 * cells].reshape(n_rows, width)
+                pos.fill(0)
+                seg.fill(-1)
+                for b, r in enumerate(rows):
+                    p, s = r.positions_and_segments()
+                    pos[b, : len(p)] = p
+                    seg[b, : len(s)] = s
+            buf[len(buf) - 2 * n_scored : len(buf) - n_scored] = flat
+            buf[len(buf) - n_scored :] = tgt
+            self.stats.update(batches=1, rows=n_rows, packed_rows=n_rows if packed else 0, padded_tokens=cells,
+                              tokens=sum(len(r.ids) for r in rows), scored_tokens=n_scored)
+        with self._phase("h2d"):
+            host = torch.from_numpy(buf)
+            if self.device.type == "cuda":
+                dev = host.pin_memory().to(self.device, non_blocking=True)
+            else:
+                dev = host.to(self.device)
+            ids_t = dev[:cells].view(n_rows, width)
+            flat_t, tgt_t = dev[len(buf) - 2 * n_scored : len(buf) - n_scored], dev[len(buf) - n_scored :]
+        pos_t = mask = None
+        if packed:
+            with self._phase("mask"):
+                pos_t = dev[cells : 2 * cells].view(n_rows, width)
+                mask = self._mask(dev[2 * cells : 3 * cells].view(n_rows, width))
+        with self._phase("forward"):
+            states = self._hidden_or_logits(ids_t, pos_t, mask)
+        with self._phase("head"):
+            gathered = states.reshape(n_rows * width, -1).index_select(0, flat_t)
+            return self._score_positions(gathered, tgt_t)
+
+    def _score_batches(self, batches: list[list[_Row]], n_requests: int, progress: Callable[[int], None] | None = None) -> list[Score | None]:
+        """Run all batches, then bring every token's result back in one transfer and sum per request."""
+        logps, greedy, owners, counts = [], [], [], []
+        for batch in batches:
+            lp, gr = self._run_batch(batch)
+            logps.append(lp)
+            greedy.append(gr)
+            for r in batch:
+                for req, _, targets in r.requests:
+                    owners.append(req)
+                    counts.append(len(targets))
+            if progress:
+                progress(sum(len(r.requests) for r in batch))
+        scores: list[Score | None] = [None] * n_requests
+        if not owners:
+            return scores
+        with self._phase("d2h"):
+            lp_all = torch.cat(logps).double().cpu().numpy()
+            gr_all = torch.cat(greedy).cpu().numpy()
+        with self._phase("aggregate"):
+            starts = np.cumsum(counts) - counts
+            sums = np.add.reduceat(lp_all, starts)
+            alls = np.logical_and.reduceat(gr_all, starts)
+            for req, total, n, all_greedy in zip(owners, sums.tolist(), counts, alls.tolist()):
+                scores[req] = Score(total, n, all_greedy)
+        return scores
 
     def loglikelihood(
         self,
@@ -261,29 +406,24 @@ class Scorer:
     ) -> list[list[Score]]:
         """Scores per request, grouped as given (a group = one item's choices, which may share a prefix)."""
         flat = [r for g in groups for r in g]
-        pairs = self.encode_pairs(flat)
-        fitted = [self._fit(c, k, truncation) for c, k in pairs]
-        index_groups, at = [], 0
-        for g in groups:
-            index_groups.append(list(range(at, at + len(g))))
-            at += len(g)
-        empty = {i for i, f in enumerate(fitted) if f.start >= len(f.tokens)}
-        index_groups = [[i for i in g if i not in empty] for g in index_groups]
-        rows = self._rows(fitted, [g for g in index_groups if g])
-        # Plain and packed rows go in separate batches: plain batches need no custom mask.
-        order = sorted(range(len(rows)), key=lambda i: (rows[i].packed, -len(rows[i].ids)))
-        scores: list[Score | None] = [Score(0.0, 0, True) if i in empty else None for i in range(len(flat))]
-        batch: list[_Row] = []
-        for i in order + [None]:
-            if i is not None and (not batch or (rows[i].packed == batch[0].packed and len(batch) < self.batch_size)):
-                batch.append(rows[i])
-                continue
-            if batch:
-                for req, score in self._run_batch(batch):
-                    scores[req] = score
-                if progress:
-                    progress(sum(len(r.requests) for r in batch))
-            batch = [rows[i]] if i is not None else []
+        with self._phase("tokenize"):
+            pairs = self.encode_pairs(flat)
+        with self._phase("rows"):
+            fitted = [self._fit(c, k, truncation) for c, k in pairs]
+            index_groups, at = [], 0
+            for g in groups:
+                index_groups.append(list(range(at, at + len(g))))
+                at += len(g)
+            empty = {i for i, f in enumerate(fitted) if f.start >= len(f.tokens)}
+            index_groups = [[i for i in g if i not in empty] for g in index_groups]
+            rows = self._rows(fitted, [g for g in index_groups if g])
+            batches = self._batches(rows)
+            lengths = sorted((len(f.tokens) - 1 for i, f in enumerate(fitted) if i not in empty), reverse=True)
+            self.stats.update(requests=len(flat), unpacked_tokens=sum(lengths),
+                              unpacked_padded_tokens=sum(lengths[i] * len(lengths[i : i + self.batch_size]) for i in range(0, len(lengths), self.batch_size)))
+        scores = self._score_batches(batches, len(flat), progress)
+        for i in empty:
+            scores[i] = Score(0.0, 0, True)
         out, at = [], 0
         for g in groups:
             out.append([s for s in scores[at : at + len(g)]])  # type: ignore[misc]
@@ -314,18 +454,20 @@ class Scorer:
         prefix = torch.randint(3, vocab, (MIN_SHARED_PREFIX + 4,), generator=g).tolist()
         tails = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (3, 5)]
         fitted = [_Fitted(prefix + t, len(prefix)) for t in tails]
+        saved = self.stats.copy()
         try:
             self.pack = True
             packed = self._rows(fitted, [[0, 1]])
             plain = self._rows(fitted, [[0], [1]])
             if len(packed) != 1 or not packed[0].packed:
                 return False
-            a = dict(self._run_batch(packed))
-            b = dict(self._run_batch(plain))
+            a = self._score_batches([packed], 2)
+            b = self._score_batches([plain], 2)
         except Exception:  # noqa: BLE001
             return False
         finally:
             self.pack = False
+            self.stats = saved
         tol = 1e-3 if self.model.dtype == torch.float32 else 0.1
         return all(math.isclose(a[i].logprob, b[i].logprob, abs_tol=tol * max(1, a[i].n_tokens)) for i in (0, 1))
 
