@@ -21,7 +21,7 @@ import types
 
 # Mount flags (linux/mount.h).
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 2, 4, 32, 4096, 16384
-_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
 _SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
@@ -109,6 +109,29 @@ def _no_new_privs():
     return libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
 
 
+def _die_with_parent():
+    """Renew the parent-death signal (a uid switch clears it): if whoever started this runner
+    dies, so does the runner, and with it a PID namespace it is the init of."""
+    libc, _ = _libc()
+    libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+
+
+def _watchdog(seconds, close_fd):
+    """A process under the run's uid that kills every process of that uid after `seconds`: the
+    backstop for a parent that dies before its sweep, where no PID namespace ends the run."""
+    import signal
+    import time
+
+    if os.fork():
+        return
+    try:
+        os.close(close_fd)
+        time.sleep(seconds)
+        os.kill(-1, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
 def _tasks_of(uid):
     """Tasks (threads count, as RLIMIT_NPROC counts them) of `uid` visible in /proc."""
     n = 0
@@ -156,6 +179,10 @@ def _isolate(spec):
         os.chdir(work)  # (the parent's directory is the cwd already; its ancestors may be closed to us)
     os.environ.update(HOME=work, TMPDIR=work)
     facts["no_new_privs"] = _no_new_privs()
+    _die_with_parent()
+    watchdog = spec.get("watchdog_s") is not None and facts["uid"] == uid and uid is not None
+    if watchdog:
+        _watchdog(float(spec["watchdog_s"]), int(spec["report_fd"]))
 
     mem = int(spec["memory_mb"]) * 1024 * 1024
     cpu = int(spec["cpu_s"])
@@ -164,7 +191,7 @@ def _isolate(spec):
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
     resource.setrlimit(resource.RLIMIT_FSIZE, (out, out))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    procs = int(spec["processes"])
+    procs = int(spec["processes"]) + (1 if watchdog else 0)
     if os.getuid() != 0 or "user" in spec["namespaces"]:
         # Counted per uid (per user namespace): a run's own uid or a fresh user namespace starts
         # from this process alone; a shared uid starts from what that user already runs. Root of a

@@ -149,6 +149,20 @@ def isolation() -> Isolation:
     return Isolation((), root, python)
 
 
+@lru_cache(maxsize=1)
+def _pdeathsig() -> list[str]:
+    """`setpriv --pdeathsig KILL` where it works: the child is killed if this process dies first
+    (the runner renews it after its uid switch, which clears it)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return []
+    try:
+        ok = subprocess.run([setpriv, "--pdeathsig", "KILL", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return [setpriv, "--pdeathsig", "KILL"] if ok else []
+
+
 def network_isolation() -> list[str]:
     """The command prefix children start under (kept for callers of the earlier API)."""
     return isolation().prefix
@@ -371,6 +385,9 @@ def run_program(job: Job, limits: Limits = Limits(), *, contain: Isolation | Non
                 "cpu_s": max(1, int(limits.timeout_s) + 1),
                 "output_bytes": limits.output_bytes,
                 "processes": limits.processes,
+                # Without a PID namespace, a watchdog under the run's uid kills what is left if
+                # this process dies before it can sweep.
+                "watchdog_s": limits.timeout_s + 2 if uid is not None and "pid" not in iso.namespaces else None,
             }
         ).encode("utf-8")
         env = {
@@ -385,7 +402,7 @@ def run_program(job: Job, limits: Limits = Limits(), *, contain: Isolation | Non
             "MKL_NUM_THREADS": "1",
             MARKER: run_id,
         }
-        cmd = [*iso.prefix, iso.interpreter, "-I", str(RUNNER)]
+        cmd = [*_pdeathsig(), *iso.prefix, iso.interpreter, "-I", str(RUNNER)]
         # The parent keeps its own handle on the output file: the program may rename or replace
         # the name in its directory, never what the parent reads back.
         with tempfile.TemporaryFile(dir=workdir) as out:
