@@ -511,7 +511,7 @@ def _named(comm: str) -> list[int]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_when_the_evaluating_process_dies_its_sandboxes_die_too(mode: str) -> None:
+def test_when_the_evaluating_process_dies_its_sandboxes_die_too(mode: str, tmp_path: Path) -> None:
     # SIGKILL the process running the sandbox (no sweep can run); sleeping orphans that left the
     # process group must still go: with the PID namespace at once, with the uid watchdog after
     # the wall-clock limit + 2 s.
@@ -526,7 +526,9 @@ def test_when_the_evaluating_process_dies_its_sandboxes_die_too(mode: str) -> No
     probe = run_program(Job("", ("assert True",)), FAST, contain=Isolation(*spec[:3]) if spec[0] is not None else None)
     if not _kernel_contained(probe):
         pytest.skip("no PID namespace and no uid switch here")
-    helper = subprocess.Popen([sys.executable, "-c", ORPHANS, json.dumps(spec)], stdout=subprocess.PIPE, text=True)
+    # The killed helper cannot remove its run's (empty) working directory: keep it in tmp_path.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    helper = subprocess.Popen([sys.executable, "-c", ORPHANS, json.dumps(spec)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert helper.stdout.readline().strip() == "starting"
         deadline = time.monotonic() + 10
