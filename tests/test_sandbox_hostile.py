@@ -265,6 +265,10 @@ def world(request, tmp_path_factory):
         s.close()
     shutil.rmtree(vdir, ignore_errors=True)
     host_tmp.unlink(missing_ok=True)
+    try:
+        base.rmdir()  # only if no other session's victims are in it
+    except OSError:
+        pass
 
 
 def _render(program: str, subs: dict[str, str]) -> str:
