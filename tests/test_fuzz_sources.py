@@ -111,7 +111,6 @@ def test_a_corrupted_compressed_file_is_an_error_or_a_counted_skip(codec, cut, f
         assert strict_ok == (counted == 0)
 
 
-@pytest.mark.xfail(strict=True, reason="readers.py: a truncated zstd frame reads as empty, no issue (reported)")
 def test_a_truncated_zstd_file_is_not_silently_empty(tmp_path: Path) -> None:
     path = tmp_path / "src.jsonl.zst"
     path.write_bytes(_corrupt("zst", 0.5, False))
@@ -159,10 +158,8 @@ def test_a_directory_walk_accounts_for_every_file(files, nested) -> None:
             assert not bad
 
 
-# Found by fuzzing, not fixed here (data/sources is another engineer's; reported): a JSON line
-# nested too deeply raises RecursionError instead of a DataError / counted issue, and a JSON
-# "\ud800" escape yields a document whose text cannot be encoded as UTF-8 (the tokenizer fails later).
-@pytest.mark.xfail(raises=RecursionError, strict=True, reason="parse.py catches JSONDecodeError only (reported)")
+# Found by fuzzing, then fixed: a JSON line nested too deeply raised RecursionError, and a JSON
+# "\ud800" escape yielded a document whose text could not be encoded as UTF-8.
 def test_json_nested_too_deeply_is_a_data_error(tmp_path: Path) -> None:
     path = tmp_path / "deep.jsonl"
     path.write_text('{"text": "x", "m": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
@@ -170,7 +167,6 @@ def test_json_nested_too_deeply_is_a_data_error(tmp_path: Path) -> None:
         list(iter_documents([path], "fuzz"))
 
 
-@pytest.mark.xfail(strict=True, reason="lone surrogates from JSON escapes pass through (reported)")
 def test_a_lone_surrogate_escape_is_not_a_document(tmp_path: Path) -> None:
     path = tmp_path / "surrogate.jsonl"
     path.write_text('{"text": "broken \\ud800 emoji"}\n')

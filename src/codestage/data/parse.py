@@ -64,6 +64,10 @@ def _from_object(obj: Any, where: str, raw: Raw, opts: ParseOptions, default_sou
         return Issue("missing_field", fidx, rec, where, f"no field {opts.text_field!r} (fields: {fields})")
     if not isinstance(text, str):
         return Issue("wrong_type", fidx, rec, where, f"field {opts.text_field!r} is {type(text).__name__}, expected a string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate from a JSON "\\ud800" escape is not text
+        return Issue("invalid_utf8", fidx, rec, where, f"field {opts.text_field!r} holds a lone surrogate at character {exc.start}")
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
     language = _first(obj, meta, LANGUAGE_KEYS)
     if language is None:
@@ -97,6 +101,8 @@ def parse_raw(raw: Raw, paths: Sequence[str], opts: ParseOptions, source: str) -
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             return Issue("malformed_json", fidx, rec, where, f"malformed JSON ({exc.msg} at column {exc.colno})")
+        except RecursionError:
+            return Issue("malformed_json", fidx, rec, where, "malformed JSON (nested too deeply to read)")
         doc = _from_object(obj, where, raw, opts, source)
     elif kind == "obj":
         doc = _from_object(payload, where, raw, opts, source)

@@ -63,11 +63,46 @@ def _open_binary(path: str) -> IO[bytes]:
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst"):
+        return io.BufferedReader(_ZstdFrames(open(path, "rb")), 1 << 20)
+    return open(path, "rb", buffering=1 << 20)
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Decompress every zstd frame of a file, raising EOFError when the last frame is cut short
+    (zstandard's stream reader returns a truncated file as if it ended early)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
         import zstandard
 
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 20)
-    return open(path, "rb", buffering=1 << 20)
+        self._raw, self._zstd, self._buf = raw, zstandard, b""
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._started = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while not self._buf:
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if self._started and not self._obj.eof:
+                    raise EOFError("compressed file ended before the end of a zstd frame (truncated?)")
+                return 0
+            while chunk:
+                self._started = True
+                self._buf += self._obj.decompress(chunk)
+                chunk = b""
+                if self._obj.eof and self._obj.unused_data:
+                    chunk = self._obj.unused_data
+                    self._obj = self._zstd.ZstdDecompressor().decompressobj()
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def _unreadable(fidx: int, rec: int, path: str, exc: BaseException) -> Raw:

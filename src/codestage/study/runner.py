@@ -229,7 +229,6 @@ class Study:
 
     def run(self, *, only: list[str] | None = None, force: bool = False) -> dict[str, Any]:
         """Run every planned step (or those whose names start with one of `only`) in order."""
-        torch.set_flush_denormal(True)
         timings: dict[str, Any] = {}
         selected = [s for s in self.steps.values() if not only or any(s.name.startswith(o) for o in only)]
         if only and not selected:
