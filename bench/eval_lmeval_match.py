@@ -74,10 +74,11 @@ def lm_eval_python(venv: Path) -> str:
     return str(py)
 
 
-def run_lm_eval(python: str, model: Path, include: Path, tasks: list[str], limit: int, shots: int, batch: int, out: Path) -> dict[str, dict[int, list[float]]]:
+def run_lm_eval(python: str, model: Path, include: Path, tasks: list[str], limit: int, shots: int, batch: int, out: Path,
+                dtype: str = "float32") -> dict[str, dict[int, list[float]]]:
     env = {**os.environ, "PYTHONPATH": f"{SRC}:{os.environ.get('PYTHONPATH', '')}", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [
-        python, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
+        python, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model},dtype={dtype}",
         "--device", "cpu", "--batch_size", str(batch), "--include_path", str(include), "--tasks", ",".join(tasks),
         "--limit", str(limit), "--num_fewshot", str(shots), "--log_samples", "--output_path", str(out),
     ]
@@ -93,8 +94,16 @@ def run_lm_eval(python: str, model: Path, include: Path, tasks: list[str], limit
     return found
 
 
-def ours(model: Path, tasks: list[str], limit: int, shots: int, protocol: str, batch: int, out: Path) -> dict[str, dict[int, list[float]]]:
-    evaluate(model, tasks, out, limit=limit, protocol=protocol, shots=shots, batch_size=batch, device="cpu")
+def ours(model: Path, tasks: list[str], limit: int, shots: int, protocol: str, batch: int, out: Path,
+         dtype: str = "float32") -> dict[str, dict[int, list[float]]]:
+    import torch
+
+    from codestage.data.tokenizer import load_tokenizer
+    from codestage.eval.scoring import Scorer
+    from codestage.model import load_model
+
+    scorer = Scorer(load_model(model, dtype=getattr(torch, dtype)), load_tokenizer(model), batch_size=batch)
+    evaluate(model, tasks, out, limit=limit, protocol=protocol, shots=shots, batch_size=batch, device="cpu", scorer=scorer)
     rows: dict[str, dict[int, list[float]]] = {}
     for line in open(out / "items.jsonl", encoding="utf-8"):
         rec = json.loads(line)
@@ -155,6 +164,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--tolerance", type=float, default=1e-4)
     ap.add_argument("--fp64-items", type=int, default=5, help="items per task also scored in float64 as ground truth")
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                    help="both sides run the model in this dtype; float64 removes float32 rounding, so the "
+                         "criterion becomes |diff| <= tolerance for every pair")
     ap.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "codestage" / "lmeval-venv")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="codestage-lmeval-match-"))
@@ -168,8 +180,8 @@ def main() -> None:
     worst_abs, worst_ulp, failures = 0.0, 0.0, 0
     for protocol, suffix in (("lm-eval", ""), ("paper", "_paper")):
         names = [f"codestage_{t}{suffix}" for t in tasks]
-        theirs = run_lm_eval(python, model, include, names, args.limit, args.shots, args.batch_size, work / f"lmeval{suffix}")
-        mine = ours(model, tasks, args.limit, args.shots, protocol, args.batch_size, work / f"ours{suffix}")
+        theirs = run_lm_eval(python, model, include, names, args.limit, args.shots, args.batch_size, work / f"lmeval{suffix}", args.dtype)
+        mine = ours(model, tasks, args.limit, args.shots, protocol, args.batch_size, work / f"ours{suffix}", args.dtype)
         print(f"\nprotocol {protocol}")
         print(f"{'task':<14}{'items':>6}{'choices':>9}{'max |diff|':>12}{'max ulps':>10}{'>1e-4':>7}{'fail':>6}"
               f"{'ours-fp64':>12}{'lmeval-fp64':>12}")
@@ -183,14 +195,14 @@ def main() -> None:
                 continue
             diffs = np.array([abs(x - y) for x, y in pairs])
             ulps = diffs / np.array([np.spacing(np.float32(abs(y))) for _, y in pairs], dtype=np.float64)
-            fails = int(np.sum((diffs > args.tolerance) & (ulps > 4)))
+            fails = int(np.sum(diffs > args.tolerance)) if args.dtype == "float64" else int(np.sum((diffs > args.tolerance) & (ulps > 4)))
             failures += fails
             worst_abs, worst_ulp = max(worst_abs, float(diffs.max())), max(worst_ulp, float(ulps.max()))
             over = int(np.sum(diffs > args.tolerance))
             note = f"  (items {sorted(excluded)} skipped: their own exemplar)" if excluded else ""
-            ref = float64_reference(model, t, protocol, args.shots, ids[: args.fp64_items])
-            ours_err = max(abs(x - y) for i in ref for x, y in zip(a[i], ref[i]))
-            their_err = max(abs(x - y) for i in ref for x, y in zip(b[i], ref[i]))
+            ref = float64_reference(model, t, protocol, args.shots, ids[: args.fp64_items if args.dtype == "float32" else 0])
+            ours_err = max((abs(x - y) for i in ref for x, y in zip(a[i], ref[i])), default=float("nan"))
+            their_err = max((abs(x - y) for i in ref for x, y in zip(b[i], ref[i])), default=float("nan"))
             print(f"{t:<14}{len(ids):>6}{len(diffs):>9}{diffs.max():>12.2e}{ulps.max():>10.2f}{over:>7}{fails:>6}"
                   f"{ours_err:>12.1e}{their_err:>12.1e}{note}")
     verdict = "PASS" if failures == 0 else "FAIL"

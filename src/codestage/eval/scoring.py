@@ -297,7 +297,8 @@ class Scorer:
         head = self.model.get_output_embeddings() if self._split else None
         for start in range(0, states.shape[0], HEAD_CHUNK):
             chunk = states[start : start + HEAD_CHUNK]
-            logits = (head(chunk) if head is not None else chunk).float()
+            logits = head(chunk) if head is not None else chunk
+            logits = logits if logits.dtype == torch.float64 else logits.float()  # bf16/fp32 -> fp32; fp64 stays
             tgt = targets[start : start + HEAD_CHUNK]
             picked = logits.gather(1, tgt[:, None]).squeeze(1)
             logps.append(picked - torch.logsumexp(logits, dim=-1))
