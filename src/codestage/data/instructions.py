@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from codestage.data.sources import expand_paths
 from codestage.errors import DataError
+from codestage.jsonlines import iter_json_lines
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,7 @@ def _records(path: Path) -> Iterator[tuple[Any, str]]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
     if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.split("\n"), start=1):  # U+2028 may sit inside a JSON string
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-            except RecursionError:
-                raise DataError(f"{path}:{lineno}: malformed JSON (nested too deeply to read)") from None
+        for lineno, obj in iter_json_lines(text, path):
             yield obj, f"{path}:{lineno}"
         return
     try:

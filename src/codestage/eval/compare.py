@@ -13,13 +13,13 @@ interval resamples items with the seed-to-seed variation folded into each item.
 from __future__ import annotations
 
 import gzip
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from codestage.errors import DataError
+from codestage.jsonlines import iter_json_lines
 from codestage.eval.metrics import bleu_from_stats
 from codestage.eval.stats import mean_stat, paired_bootstrap, ratio_stat
 
@@ -38,14 +38,12 @@ def read_items(path: Path | str) -> dict[str, dict[int, dict]]:
     if not path.is_file():
         raise DataError(f"{path}: items file not found (expected an items.jsonl written by `codestage eval`)")
     out: dict[str, dict[int, dict]] = {}
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the items file ({exc})") from None
+    for lineno, rec in iter_json_lines(text, path):
         if not isinstance(rec, dict) or not isinstance(rec.get("task"), str) or not isinstance(rec.get("doc_id"), int):
             raise DataError(f"{path}:{lineno}: field 'task' or 'doc_id' missing")
         if "correct" not in rec and "bleu_stats" not in rec:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from codestage.errors import DataError
+from codestage.jsonlines import iter_json_lines
 
 
 def where(path: Path, line: int | None) -> str:
@@ -31,16 +32,7 @@ def _read_text(path: Path) -> str:
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a bad line is a DataError naming it."""
-    # Only "\n" ends a line: U+2028, U+0085 and friends are legal raw inside JSON strings.
-    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        except RecursionError:
-            raise DataError(f"{path}:{lineno}: not valid JSON here (nested too deeply to read)") from None
+    for lineno, obj in iter_json_lines(_read_text(path), path):
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
