@@ -168,3 +168,17 @@ def test_shared_full_copy_reads_unchanged() -> None:
     assert len(task.load()) == 194
     assert any("not in problems.json" in n for n in task.notes)
     assert bundled("eval").is_dir()
+
+
+def test_sanitized_mbpp_copy_gets_its_lost_test_imports_back_and_says_so() -> None:
+    from codestage.eval.sandbox import Job, run_many
+
+    task = get_task("mbpp_sanitized")
+    items = {it.meta["task_id"]: it for it in task.load()}
+    assert items[98].test_setup == "import math" and "math.isclose" in items[98].tests[0]
+    assert items[596].test_setup.startswith("import sys")
+    assert any("import math for task ids" in n and "98" in n for n in task.notes)
+    assert items[11].test_setup == ""  # nothing added where the tests need nothing
+    chosen = [items[i] for i in (98, 124, 596, 11)]
+    results = run_many([Job(it.reference, it.tests, it.test_setup) for it in chosen])
+    assert [r.passed for r in results] == [True, True, True, True]

@@ -20,6 +20,9 @@ from codestage.eval.tasks.base import GenerationItem, GenerationTask, Protocol
 PROMPT_IDS = range(1, 11)
 TEST_IDS = range(11, 511)
 SANITIZED_FILES = ("sanitized-mbpp-427.jsonl", "sanitized-mbpp.json")
+# Modules the sanitized tests call by name (upstream lists them in `test_imports`).
+_TEST_MODULES = ("math", "re", "collections", "heapq", "itertools", "functools", "operator", "string", "cmath", "sys")
+_MODULE_USE = re.compile(r"\b(" + "|".join(_TEST_MODULES) + r")\.")
 _ENTRY = re.compile(r"assert\s+(?:not\s+)?\(?\s*(?:set\(|math\.isclose\(|abs\()?\s*([A-Za-z_]\w*)\s*\(")
 
 
@@ -100,6 +103,24 @@ class Mbpp(_Mbpp):
         return [GenerationItem(i, it.prompt, it.reference, it.tests, it.test_setup, it.entry_point, it.meta) for i, it in enumerate(items)]
 
 
+def restore_test_imports(items: list[GenerationItem]) -> tuple[list[GenerationItem], dict[str, list[int]]]:
+    """Reformatted copies of sanitized MBPP (the staged `sanitized-mbpp-427.jsonl`) dropped the
+    upstream `test_imports`, so e.g. `assert math.isclose(...)` fails even for the reference. Add
+    `import M` for each standard module a test calls as `M.` and nothing imports; return the items
+    and {module: [task ids]} so the repair is reported, never silent."""
+    restored: dict[str, list[int]] = {}
+    out = []
+    for it in items:
+        code = "\n".join(it.tests)
+        missing = sorted({m for m in _MODULE_USE.findall(code)
+                          if not re.search(rf"\bimport\s+{m}\b|\bfrom\s+{m}\s+import", it.test_setup + "\n" + code)})
+        for m in missing:
+            restored.setdefault(m, []).append(it.meta["task_id"])
+        setup = "\n".join([*(f"import {m}" for m in missing), it.test_setup]).strip("\n")
+        out.append(GenerationItem(it.doc_id, it.prompt, it.reference, it.tests, setup, it.entry_point, it.meta) if missing else it)
+    return out, restored
+
+
 class MbppSanitized(_Mbpp):
     name: ClassVar[str] = "mbpp_sanitized"
     description: ClassVar[str] = "Sanitized MBPP, all 427 problems (the paper's set)"
@@ -117,4 +138,10 @@ class MbppSanitized(_Mbpp):
 
     def load(self) -> list[GenerationItem]:
         self.need(self._path())
-        return read_mbpp(self._path())
+        items = read_mbpp(self._path())
+        self.notes: list[str] = []
+        if self._path().suffix == ".jsonl":  # the reformatted copy without `test_imports`
+            items, restored = restore_test_imports(items)
+            self.notes = [f"test imports restored (lost in this copy of the file): import {m} for task ids "
+                          f"{', '.join(map(str, ids))}" for m, ids in restored.items()]
+        return items
