@@ -20,7 +20,7 @@ import numpy as np
 
 from codestage.errors import DataError
 from codestage.jsonlines import iter_json_lines
-from codestage.eval.metrics import bleu_from_stats
+from codestage.eval.metrics import bleu_statistic
 from codestage.eval.stats import mean_stat, paired_bootstrap, ratio_stat
 
 
@@ -50,10 +50,6 @@ def read_items(path: Path | str) -> dict[str, dict[int, dict]]:
             raise DataError(f"{path}:{lineno}: field 'correct' (or 'bleu_stats') missing")
         out.setdefault(rec["task"], {})[rec["doc_id"]] = rec
     return out
-
-
-def _bleu_stat(sums: np.ndarray, n: int) -> np.ndarray:
-    return bleu_from_stats(sums)
 
 
 def _point(x: np.ndarray, stat) -> float:
@@ -93,7 +89,7 @@ def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Se
             continue
         recs = [r[i] for r in side_a + side_b for i in ids]
         if all("bleu_stats" in r for r in recs):
-            metric, field, reduce, stat = "bleu", "bleu_stats", "sum", _bleu_stat
+            metric, field, reduce, stat = "bleu", "bleu_stats", "sum", bleu_statistic
         else:
             metric, field, reduce, stat = "accuracy", "correct", "mean", mean_stat
         xa, xb = _per_item(side_a, ids, field, reduce), _per_item(side_b, ids, field, reduce)

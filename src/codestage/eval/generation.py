@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from codestage.eval.metrics import bleu_from_stats, bleu_stats, code_tokens, pass_at_k
+from codestage.eval.metrics import bleu_statistic, bleu_stats, code_tokens, pass_at_k
 from codestage.eval.protocols import exemplar_picker, generation_prompt
 from codestage.eval.sandbox import Job, Limits, run_many
 from codestage.eval.scoring import Request, Scorer
@@ -23,10 +23,6 @@ def program_text(output: str) -> str:
     """The code to execute from a generation: the first fenced block if there is one, else all of it."""
     m = _FENCE.search(output)
     return (m.group(1) if m else output).rstrip() + "\n"
-
-
-def _bleu_stat(sums: np.ndarray, n: int) -> np.ndarray:
-    return bleu_from_stats(sums)
 
 
 def _pct(point_lo_hi: tuple[float, float, float]) -> dict:
@@ -72,7 +68,7 @@ def evaluate_generation_task(
         }
         for it, o, row in zip(items, outputs, stats)
     ]
-    bleu = bootstrap_ci(stats, _bleu_stat, seed=seed)
+    bleu = bootstrap_ci(stats, bleu_statistic, seed=seed)
     summary: dict = {"metric": "bleu", **_pct(bleu), "n": len(items), "chance": None, "bleu_tokenization": "codestage.eval.metrics.code_tokens"}
     summary["check_references"] = check_references
     if execute:

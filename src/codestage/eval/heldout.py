@@ -11,30 +11,26 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from codestage.data.sources import expand_paths, iter_documents
 from codestage.errors import DataError
 
 
 def heldout_loss(
-    model_dir: Path | str,
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
     paths: list[str],
     *,
     skip_docs: int = 0,
     max_tokens: int = 200_000,
     seq_len: int | None = None,
     batch_size: int = 8,
-    device: str = "auto",
     text_field: str = "text",
 ) -> dict:
-    """Mean next-token loss of the model on held-out documents; see the module docstring."""
-    from codestage.eval.harness import load_scorer
-
-    scorer = load_scorer(model_dir, device=device, batch_size=batch_size)
-    model, tok = scorer.model, scorer.tokenizer
+    """Mean next-token loss of an already loaded model on held-out documents (module docstring)."""
     seq_len = seq_len or int(getattr(model.config, "max_position_embeddings", 1024))
     files = expand_paths(paths)
     ids: list[int] = []
@@ -43,9 +39,10 @@ def heldout_loss(
     for doc in itertools.islice(iter_documents(files, "heldout", text_field=text_field), skip_docs, None):
         if len(ids) >= max_tokens:
             break
-        piece = tok(doc.text, add_special_tokens=False)["input_ids"][: max_tokens - len(ids)]
+        full = tok(doc.text, add_special_tokens=False)["input_ids"]
+        piece = full[: max_tokens - len(ids)]
         # bytes of exactly the tokens kept, so bits/byte is over the same text as the loss
-        n_bytes += len(tok.decode(piece).encode("utf-8"))
+        n_bytes += len((doc.text if len(piece) == len(full) else tok.decode(piece)).encode("utf-8"))
         ids.extend(piece + [tok.eos_token_id])
         docs_used += 1
     if docs_used == 0:

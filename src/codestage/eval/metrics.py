@@ -73,6 +73,11 @@ def bleu_from_stats(totals: np.ndarray, smooth: bool = True) -> np.ndarray | flo
     return float(out[0]) if single else out
 
 
+
+def bleu_statistic(sums: np.ndarray, n: int) -> np.ndarray:
+    """Corpus BLEU as a bootstrap statistic (summed per-item BLEU statistics; `n` unused)."""
+    return bleu_from_stats(sums)
+
 def corpus_bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]], smooth: bool = True) -> float:
     """Smoothed corpus BLEU-4 in [0, 1] over token lists (one reference per hypothesis)."""
     if len(hypotheses) != len(references):

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from rich.console import Console
 
 from codestage.atomic import write_json
@@ -194,18 +193,19 @@ class Study:
                       template=self.cfg.instruct.template, name=f"instruct {name}", progress=self.progress)
 
     def _evaluate(self, model_step: Step, out: Path) -> None:
-        from codestage.eval.harness import evaluate
+        from codestage.eval.harness import evaluate, load_scorer
+        from codestage.eval.heldout import heldout_loss
 
         e = self.cfg.eval
         data_dir = self._paths([e.data_dir])[0] if e.data_dir else None
-        evaluate(model_step.out / "model", list(e.tasks), out, data_dir=data_dir, sample=e.sample, seed=self.cfg.seed,
+        model_dir = model_step.out / "model"
+        scorer = load_scorer(model_dir, device=e.device, batch_size=e.batch_size)  # loaded once for tasks and losses
+        evaluate(model_dir, list(e.tasks), out, data_dir=data_dir, sample=e.sample, seed=self.cfg.seed,
                  protocol=e.protocol, shots=e.shots, batch_size=e.batch_size, device=e.device,
-                 max_new_tokens=e.max_new_tokens, execute=e.execute)
+                 max_new_tokens=e.max_new_tokens, execute=e.execute, scorer=scorer)
         if e.heldout:
-            from codestage.eval.heldout import heldout_loss
-
-            losses = {name: heldout_loss(model_step.out / "model", [str(p) for p in self._paths(h.paths)], skip_docs=h.skip_docs,
-                                         max_tokens=h.max_tokens, device=e.device, text_field=h.text_field)
+            losses = {name: heldout_loss(scorer.model, scorer.tokenizer, [str(p) for p in self._paths(h.paths)],
+                                         skip_docs=h.skip_docs, max_tokens=h.max_tokens, text_field=h.text_field)
                       for name, h in e.heldout.items()}
             write_json(out / "heldout.json", losses)
 

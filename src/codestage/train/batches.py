@@ -97,26 +97,24 @@ class Prefetcher:
         self._thread = threading.Thread(target=self._run, args=(start, stop), name="codestage-prefetch", daemon=True)
         self._thread.start()
 
+    def _put(self, item: Any) -> bool:
+        """Hand `item` to the training thread; False once the loader is halted."""
+        while not self._halt.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self, start: int, stop: int) -> None:
         source, total, plan, rank, pin = self._args
         try:
             for step in range(start, stop):
-                item: Any = make_step(source, step, total, plan, rank, pin)
-                while not self._halt.is_set():
-                    try:
-                        self._q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._halt.is_set():
+                if not self._put(make_step(source, step, total, plan, rank, pin)):
                     return
         except BaseException as exc:  # handed to the training thread
-            while not self._halt.is_set():
-                try:
-                    self._q.put(exc, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
+            self._put(exc)
 
     def get(self) -> StepBatch:
         item = self._q.get()
