@@ -231,6 +231,7 @@ def main() -> None:
     import transformers
 
     check = cuda_correctness()
+    torch._dynamo.reset()
     log(f"correctness on this GPU: {'OK' if check['ok'] else 'MISMATCH'} {json.dumps({k: round(v, 6) for k, v in check.items() if k != 'ok'})}")
     results = {"correctness": check, "device": dev, "torch": torch.__version__, "transformers": transformers.__version__,
                "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -264,6 +265,10 @@ def main() -> None:
                 r = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
                 log(f"{preset:>6} {who}: FAILED {r['error'][:300]}")
             row[who] = r
+            # Fresh compile caches for the next run, as in a new process: otherwise the shared
+            # compiled functions (one Block.forward, one loss chunk) see a second set of shapes,
+            # switch to dynamic-shape kernels, and the next preset measures those.
+            torch._dynamo.reset()
             gc.collect()
             torch.cuda.empty_cache()
         if "tokens_per_s" in row.get("ours", {}) and "tokens_per_s" in row.get("peer", {}):

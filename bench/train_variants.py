@@ -1,0 +1,144 @@
+"""Where does our training step lose time? The same step under several compile / loss choices.
+
+train_throughput.py gives one figure for our loop and one for the HF peer. This script takes
+codestage's FastLlama and runs a bare training step (bf16 autocast over fp32 weights, fused AdamW,
+clipping, the same shapes) under variants, so the gap can be attributed:
+
+  blocks+chunked   per-block torch.compile, chunked linear+CE compiled per chunk (the loop's default)
+  blocks+eagerce   per-block compile, chunked CE not compiled
+  whole+chunked    torch.compile of the whole decoder (embedding .. final norm), chunked CE compiled
+  whole+plain      torch.compile of decoder and a plain logits + cross_entropy loss in one graph
+  (see --variants), then torch.profiler tables (top CUDA kernels) for the first variant.
+
+    python bench/train_variants.py --presets 125m,350m --json OUT/variants.json --profile OUT/prof.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from codestage.model import model_config  # noqa: E402
+from codestage.train.estimate import flops_per_token, parameter_count  # noqa: E402
+from codestage.train.fused_ce import linear_cross_entropy  # noqa: E402
+from codestage.train.llama import FastLlama  # noqa: E402
+
+MICRO = {"125m": 16, "350m": 16, "760m": 8, "1.3b": 8}
+
+
+def build(conf, variant: str):
+    torch.manual_seed(0)
+    m = FastLlama(conf).cuda()
+    m.compute_dtype = torch.bfloat16
+    blocks, loss_kind = variant.split("+")
+    if blocks == "blocks":
+        fwd = torch.compile(type(m.blocks[0]).forward)
+        import types
+
+        for b in m.blocks:
+            b.forward = types.MethodType(fwd, b)
+        hidden = m.hidden
+    else:
+        hidden = torch.compile(m.hidden)
+
+    if loss_kind == "plain":
+        def loss_of(h, labels):
+            logits = (h @ m.output_weight().to(h.dtype).t()).float()
+            return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="sum")
+
+        step_loss = torch.compile(lambda ids: loss_of(m.hidden(ids), ids))
+    else:
+        compiled_ce = loss_kind == "chunked"
+
+        def step_loss(ids):
+            h = hidden(ids)
+            targets = F.pad(ids[:, 1:], (0, 1), value=-100)
+            return linear_cross_entropy(h.flatten(0, 1), m.output_weight(), targets.flatten(), torch.bfloat16, compiled=compiled_ce)
+
+    return m, step_loss
+
+
+def run(conf, variant: str, micro: int, accum: int, seq: int, warmup: int, steps: int, prof_path: Path | None) -> dict:
+    m, step_loss = build(conf, variant)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, conf.vocab_size, (micro, seq), generator=gen).cuda() for _ in range(accum)]
+    n = sum(b.numel() for b in batches)
+
+    def step() -> None:
+        for ids in batches:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = step_loss(ids)
+            (loss / n).backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t
+    for _ in range(warmup - 1):
+        step()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    out = {"tokens_per_s": steps * micro * accum * seq / dt, "first_step_s": first, "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+    if prof_path is not None:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+            step()
+            torch.cuda.synchronize()
+        with prof_path.open("a") as f:
+            f.write(f"\n=== {variant} ===\n")
+            f.write(p.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90))
+    del m, opt, batches
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="125m,350m")
+    ap.add_argument("--variants", default="blocks+chunked,blocks+eagerce,whole+chunked,whole+plain")
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--accum", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--profile", type=Path, default=None, help="write profiler tables of each preset's first variant here")
+    a = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "command": " ".join(sys.argv), "presets": {}}
+    for preset in a.presets.split(","):
+        conf = model_config(preset, a.vocab, eos_token_id=0, pad_token_id=0, max_position_embeddings=max(a.seq, 1024))
+        fpt = flops_per_token(conf, parameter_count(conf), a.seq)
+        row = results["presets"].setdefault(preset, {})
+        for i, variant in enumerate(a.variants.split(",")):
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                r = run(conf, variant, MICRO.get(preset, 8), a.accum, a.seq, a.warmup, a.steps, a.profile if i == 0 else None)
+                r["tflops"] = r["tokens_per_s"] * fpt / 1e12
+            except Exception as exc:
+                r = {"error": f"{type(exc).__name__}: {exc}"[:1500]}
+            row[variant] = r
+            print(preset, variant, json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+            a.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
