@@ -193,3 +193,28 @@ def test_dry_run_prints_the_plan_before_spending_anything(bundled_data):
     assert res.exit_code == 0, res.output
     for needle in ("parameters", "FLOPs / token", "memory / GPU", "Adam", "activations", "tokens planned", "arm CODE", "code"):
         assert needle in res.output
+
+
+def test_compile_caches_reset_only_when_the_kind_of_run_changes(monkeypatch):
+    """Runs of one shape share compiled kernels; another shape must not leave them dynamic."""
+    from codestage.train import loop
+
+    resets: list[int] = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(loop, "_compiled_for", [])
+
+    class Pretraining:
+        pass
+
+    class Instructions:
+        pass
+
+    small = build_model(model_config("tiny", 300, eos_token_id=0, pad_token_id=1), seed=0)
+    cfg = TrainConfig(**CFG)
+    loop._fresh_compile_caches(small, Pretraining(), cfg)
+    loop._fresh_compile_caches(small, Pretraining(), cfg)
+    assert resets == []  # NL and CODE arms of one shape: compiled once
+    loop._fresh_compile_caches(small, Instructions(), cfg)
+    assert resets == [1]  # variable-width instruction batches: fresh caches
+    loop._fresh_compile_caches(small, Instructions(), TrainConfig(**{**CFG, "seq_len": 64}))
+    assert resets == [1, 1]
