@@ -154,29 +154,14 @@ def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, wo
             "final_loss": res.final_loss, "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
 
 
-def run_peer(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, compile_mode: str) -> dict:
-    model = hf_model(conf)
-    model.config.use_cache = False
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
-    if compile_mode == "model":
-        fwd = torch.compile(model)
-    else:  # per decoder layer
-        for layer in model.model.layers:
-            layer.compile()
-        fwd = model
+def gpu_batches(vocab: int, micro: int, seq: int, accum: int) -> list[torch.Tensor]:
+    """One optimizer step's micro-batches of seeded random tokens, already on the GPU."""
     gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, conf.vocab_size, (micro, seq), generator=gen).cuda() for _ in range(accum)]
+    return [torch.randint(0, vocab, (micro, seq), generator=gen).cuda() for _ in range(accum)]
 
-    def step() -> None:
-        for ids in batches:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = fwd(input_ids=ids, labels=ids, use_cache=False).loss / accum
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
 
+def time_steps(step, warmup: int, steps: int, tokens_per_step: int) -> dict:
+    """Run `step` warmup times (the first one, compile included, timed alone), then time `steps` more."""
     t = time.perf_counter()
     step()
     torch.cuda.synchronize()
@@ -188,9 +173,33 @@ def run_peer(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, co
     for _ in range(steps):
         step()
     torch.cuda.synchronize()
-    dt = time.perf_counter() - t
-    out = {"tokens_per_s": steps * micro * accum * seq / dt, "first_step_s": first,
-           "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+    return {"tokens_per_s": steps * tokens_per_step / (time.perf_counter() - t), "first_step_s": first,
+            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def run_peer(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, compile_mode: str) -> dict:
+    model = hf_model(conf)
+    model.config.use_cache = False
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
+    if compile_mode == "model":
+        fwd = torch.compile(model)
+    else:  # per decoder layer
+        for layer in model.model.layers:
+            layer.compile()
+        fwd = model
+    batches = gpu_batches(conf.vocab_size, micro, seq, accum)
+
+    def step() -> None:
+        for ids in batches:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = fwd(input_ids=ids, labels=ids, use_cache=False).loss / accum
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    out = time_steps(step, warmup, steps, micro * accum * seq)
     del model, opt, fwd, batches
     return out
 

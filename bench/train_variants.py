@@ -18,18 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from codestage.model import model_config  # noqa: E402
 from codestage.train.estimate import flops_per_token, parameter_count  # noqa: E402
 from codestage.train.fused_ce import linear_cross_entropy  # noqa: E402
 from codestage.train.llama import FastLlama  # noqa: E402
+from train_throughput import gpu_batches, time_steps  # noqa: E402
 
 MICRO = {"125m": 16, "350m": 16, "760m": 8, "1.3b": 8}
 
@@ -69,8 +70,7 @@ def build(conf, variant: str):
 def run(conf, variant: str, micro: int, accum: int, seq: int, warmup: int, steps: int, prof_path: Path | None) -> dict:
     m, step_loss = build(conf, variant)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
-    gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, conf.vocab_size, (micro, seq), generator=gen).cuda() for _ in range(accum)]
+    batches = gpu_batches(conf.vocab_size, micro, seq, accum)
     n = sum(b.numel() for b in batches)
 
     def step() -> None:
@@ -82,19 +82,7 @@ def run(conf, variant: str, micro: int, accum: int, seq: int, warmup: int, steps
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    t = time.perf_counter()
-    step()
-    torch.cuda.synchronize()
-    first = time.perf_counter() - t
-    for _ in range(warmup - 1):
-        step()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    dt = time.perf_counter() - t
-    out = {"tokens_per_s": steps * micro * accum * seq / dt, "first_step_s": first, "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+    out = time_steps(step, warmup, steps, n)
     if prof_path is not None:
         from torch.profiler import ProfilerActivity, profile
 
