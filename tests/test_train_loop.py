@@ -218,3 +218,29 @@ def test_compile_caches_reset_only_when_the_kind_of_run_changes(monkeypatch):
     assert resets == [1]  # variable-width instruction batches: fresh caches
     loop._fresh_compile_caches(small, Instructions(), TrainConfig(**{**CFG, "seq_len": 64}))
     assert resets == [1, 1]
+
+
+def test_loss_chunks_are_even_where_a_divisor_allows():
+    from codestage.train.fused_ce import chunk_rows, even_rows
+
+    assert even_rows(16 * 1024, 5120) == 4096  # pretraining: one chunk shape, compiled once
+    assert even_rows(8 * 1024, 4096) == 4096
+    assert even_rows(70, 16) == 16  # no multiple of 64 divides it: the last chunk is short
+    assert even_rows(3000, 1280) == 1280
+    assert chunk_rows(50257) == 5120 and chunk_rows(10**7) == 256
+
+
+def test_chunked_loss_in_bf16_accumulates_the_output_gradient_in_fp32():
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(256, 32, generator=g, requires_grad=True)
+    w = torch.randn(40, 32, generator=g, requires_grad=True)
+    t = torch.randint(0, 40, (256,), generator=g)
+    ours = linear_cross_entropy(h, w, t, torch.bfloat16, rows=64)
+    ours.backward()
+    assert h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    hb, wb = h.detach().bfloat16().requires_grad_(), w.detach().bfloat16().requires_grad_()
+    ref = F.cross_entropy((hb @ wb.t()).float(), t, reduction="sum")
+    ref.backward()
+    assert abs(ours.item() - ref.item()) / ref.item() < 1e-3
+    assert torch.allclose(w.grad, wb.grad.float(), rtol=0.05, atol=0.05)
+    assert torch.allclose(h.grad, hb.grad.float(), rtol=0.05, atol=0.05)

@@ -2,12 +2,15 @@
 
 The usual LM loss writes bf16 logits, an fp32 copy, an fp32 log-softmax and an fp32 gradient of
 the same size (for 16K tokens and a 50K vocabulary: several GB and as many GB of memory traffic).
-Here the tokens go through in chunks of about 128 MB of logits; for each chunk the loss and the
-gradient of the logits (softmax - one-hot) are formed at once, multiplied back into the gradients
-of the hidden states and of the output matrix, and dropped. Backward only scales the stored
-gradients. Same FLOPs as the plain loss (one forward and two backward matmuls), a fraction of the
-memory. Plain PyTorch; on CUDA the per-chunk kernel is `torch.compile`d, so the softmax, the
-one-hot subtraction and the casts fuse into a couple of passes over the chunk's logits.
+Here the tokens go through in chunks; for each chunk the loss and the gradient of the logits
+(softmax - one-hot) are formed at once, multiplied back into the gradients of the hidden states
+and of the output matrix, and dropped. Backward only scales the stored gradients. Same FLOPs as
+the plain loss (one forward and two backward matmuls), a fraction of the memory.
+
+On CUDA the softmax/one-hot step is `torch.compile`d (one fused pass over the chunk's logits),
+the hidden-state gradient is written by the matmul straight into its slice of the output, and the
+output-matrix gradient is accumulated by the matmul itself in fp32 (`addmm` with an fp32
+accumulator), so no per-chunk fp32 copy is written and added.
 """
 
 from __future__ import annotations
@@ -18,31 +21,66 @@ IGNORE = -100
 _COMPILED: dict[str, object] = {}
 
 
-def _chunk(h: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Loss sum, d(loss)/dh and d(loss)/dw (fp32) of one chunk of rows."""
-    logits = (h @ w.t()).float()
+def _loss_and_grad(logits: torch.Tensor, t: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss sum of one chunk of logits and d(loss)/d(logits), in the logits' dtype.
+
+    Columns from `vocab` on are padding (see `_padded`): they take no probability and no gradient.
+    """
+    cols = torch.arange(logits.shape[1], device=logits.device)
+    x = torch.where(cols[None, :] < vocab, logits.float(), float("-inf"))
     valid = t != IGNORE
     tt = torch.where(valid, t, 0)
-    lse = torch.logsumexp(logits, dim=-1)
-    target_logit = logits.gather(1, tt[:, None]).squeeze(1)
+    lse = torch.logsumexp(x, dim=-1)
+    target_logit = x.gather(1, tt[:, None]).squeeze(1)
     loss = torch.where(valid, lse - target_logit, 0.0).sum()
-    cols = torch.arange(logits.shape[1], device=logits.device)
-    grad = torch.exp(logits - lse[:, None]) - (cols[None, :] == tt[:, None]).float()
-    grad = torch.where(valid[:, None], grad, 0.0).to(h.dtype)
-    return loss, grad @ w, (grad.t() @ h).float()
+    grad = torch.exp(x - lse[:, None]) - (cols[None, :] == tt[:, None]).float()
+    return loss, torch.where(valid[:, None], grad, 0.0).to(logits.dtype)
 
 
-def _chunk_fn(compiled: bool):
+def _loss_fn(compiled: bool):
     if not compiled:
-        return _chunk
+        return _loss_and_grad
     if "fn" not in _COMPILED:
-        _COMPILED["fn"] = torch.compile(_chunk)
+        _COMPILED["fn"] = torch.compile(_loss_and_grad)
     return _COMPILED["fn"]
 
 
-def chunk_rows(vocab: int) -> int:
-    """Rows per chunk so one chunk's bf16 logits are about 128 MB (at least 256 rows)."""
-    return max(256, (2**26 // max(vocab, 1)) // 256 * 256)
+def chunk_rows(vocab: int, logits_bytes: int = 2**29) -> int:
+    """Rows per chunk so one chunk's bf16 logits take about `logits_bytes` (at least 256 rows).
+
+    512 MB by default: the chunk's logits and their gradient cost 1 GB of memory at most, and
+    few chunks mean few passes over the fp32 output-matrix gradient.
+    """
+    return max(256, (logits_bytes // (2 * max(vocab, 1))) // 256 * 256)
+
+
+def even_rows(n: int, most: int) -> int:
+    """The largest multiple of 64 that divides n and is at most `most`, else `most`.
+
+    Chunks of one size keep the compiled function's shapes static (a short last chunk would make
+    its row dimension dynamic); pretraining's n = rows x seq_len nearly always has such a divisor.
+    """
+    for rows in range(most - most % 64, 63, -64):
+        if n % rows == 0:
+            return rows
+    return most
+
+
+def _padded(w: torch.Tensor, multiple: int = 128) -> torch.Tensor:
+    """w with zero rows appended up to a multiple of `multiple` rows.
+
+    A vocabulary like GPT-2's 50257 makes the logits' leading dimension odd, and cuBLAS then falls
+    back to unaligned kernels several times slower; padded, every matmul here is aligned.
+    """
+    extra = -w.shape[0] % multiple
+    return w if extra == 0 else torch.cat([w, w.new_zeros(extra, w.shape[1])])
+
+
+def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """acc + a @ b with acc in fp32 and a, b in a lower precision, summed in fp32."""
+    if acc.is_cuda and a.dtype != acc.dtype:
+        return torch.addmm(acc, a, b, out_dtype=acc.dtype)  # the matmul's epilogue adds: one pass
+    return acc.add_((a @ b).to(acc.dtype))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -50,16 +88,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, h, w, targets, dtype, rows, compiled):  # type: ignore[override]
         cd = dtype or h.dtype
         with torch.autocast(h.device.type, enabled=False):
-            hc, wc = h.detach().to(cd), w.detach().to(cd)
-            fn = _chunk_fn(compiled)
+            vocab = w.shape[0]
+            hc, wc = h.detach().to(cd), _padded(w.detach().to(cd))
+            fn = _loss_fn(compiled)
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
             grad_h = torch.empty_like(hc)
-            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+            grad_w = torch.zeros(wc.shape, dtype=torch.float32, device=w.device)
+            rows = even_rows(hc.shape[0], rows)
             for s in range(0, hc.shape[0], rows):
-                l_, gh, gw = fn(hc[s : s + rows], wc, targets[s : s + rows])
-                loss += l_
-                grad_h[s : s + rows] = gh
-                grad_w += gw
+                hs = hc[s : s + rows]
+                chunk_loss, g = fn(hs @ wc.t(), targets[s : s + rows], vocab)
+                loss += chunk_loss
+                torch.mm(g, wc, out=grad_h[s : s + rows])
+                grad_w = _accumulate(grad_w, g.t(), hs)
+            grad_w = grad_w[:vocab]
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, w.dtype)
         return loss

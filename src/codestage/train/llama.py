@@ -74,14 +74,15 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         hd = self.head_dim
-        q, k, v = self.qkv(x).split([self.heads * hd, self.kv_heads * hd, self.kv_heads * hd], dim=-1)
-        q = q.view(b, t, self.heads, hd).transpose(1, 2)
-        k = k.view(b, t, self.kv_heads, hd).transpose(1, 2)
-        v = v.view(b, t, self.kv_heads, hd).transpose(1, 2)
-        cos, sin = cos[:t].to(q.dtype), sin[:t].to(q.dtype)
+        qkv = self.qkv(x).view(b, t, self.heads + 2 * self.kv_heads, hd)
+        q, k, v = qkv.split([self.heads, self.kv_heads, self.kv_heads], dim=2)
+        # RoPE in the [batch, time, head, dim] layout the projection wrote, transposed for SDPA
+        # only after: the backward then writes the q/k gradients back without a transposed copy.
+        cos, sin = cos[:t, None].to(q.dtype), sin[:t, None].to(q.dtype)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                                           enable_gqa=self.kv_heads != self.heads)
         return self.o(y.transpose(1, 2).reshape(b, t, self.heads * hd))
 
 
