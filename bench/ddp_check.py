@@ -43,6 +43,7 @@ def _args() -> argparse.Namespace:
                     help="stop each N-process run after this step (as SIGTERM would) and resume it: checks resume too")
     ap.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder (default: trained into OUT/tokenizer)")
     ap.add_argument("--tol", type=float, default=None, help="override the tolerance")
+    ap.add_argument("--float8", action="store_true", help="every run with float8 matmuls in the blocks (torchao)")
     return ap.parse_args()
 
 
@@ -50,7 +51,7 @@ def _smoke_args(a: argparse.Namespace, out: Path, gbt: int, parallel: str) -> li
     return ["--out", str(out), "--tokenizer", str(a.tokenizer), "--preset", a.preset, "--steps", str(a.steps),
             "--seq-len", str(a.seq_len), "--batch-size", str(a.batch_size), "--global-batch-tokens", str(gbt),
             "--parallel", parallel, "--device", a.device, "--dtype", a.dtype, "--compile", a.compile, "--log-every", "1",
-            "--no-resume"]
+            "--no-resume", *(["--float8"] if a.float8 else [])]
 
 
 def _summary(run: Path) -> dict:
@@ -109,7 +110,7 @@ def main() -> None:
         tol = a.tol if a.tol is not None else (1e-5 if fp32 else 2e-2)
         result = {"preset": a.preset, "steps": a.steps, "seq_len": a.seq_len, "global_batch_tokens": gbt, "world": n,
                   "device": str(world.device), "dtype": "float32" if fp32 else "bfloat16", "tolerance": tol,
-                  "tolerance_kind": "absolute" if fp32 else "relative", "world1": ref_s, "modes": {}}
+                  "tolerance_kind": "absolute" if fp32 else "relative", "float8": a.float8, "world1": ref_s, "modes": {}}
         ok_all = True
         for mode in runs:
             s = _summary(a.out / f"world{n}-{mode}")

@@ -131,13 +131,14 @@ def hf_model(conf, device: str = "cuda"):
         return AutoModelForCausalLM.from_config(conf, attn_implementation="sdpa")
 
 
-def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, workdir: Path, act_ckpt: bool) -> dict:
+def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, workdir: Path, act_ckpt: bool,
+             float8: bool = False) -> dict:
     from codestage.train.loop import train
 
     model = hf_model(conf)
     cfg = TrainConfig(steps=warmup + steps, batch_size=micro, grad_accum=accum, seq_len=seq, lr=3e-4, warmup_steps=1,
                       log_every=10**6, dtype="bfloat16", compile="on", device="cuda", tensorboard=False,
-                      activation_checkpointing=act_ckpt)
+                      activation_checkpointing=act_ckpt, float8=float8)
     marks: dict[int, float] = {}
 
     def on_step(done: int) -> None:
@@ -215,6 +216,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-ours", action="store_true")
+    ap.add_argument("--float8", default="", help="presets to also run ours with train.float8 (torchao), e.g. '760m,1.3b'")
     ap.add_argument("--peer-compile", choices=["model", "blocks"], default="model")
     ap.add_argument("--activation-checkpointing", action="store_true")
     ap.add_argument("--sdpa", choices=["default", "cudnn", "flash"], default="default",
@@ -256,14 +258,16 @@ def main() -> None:
         fpt = flops_per_token(conf, n, a.seq)
         mb = micro.get(preset, 8)
         row: dict = {"params": n, "flops_per_token": fpt, "micro_batch": mb, "tokens_per_step": mb * a.accum * a.seq}
-        for who in ("ours", "peer"):
+        runs = ["ours", "peer"] + (["ours_fp8"] if preset in a.float8.split(",") else [])
+        for who in runs:
             if (who == "ours" and a.skip_ours) or (who == "peer" and a.skip_peer):
                 continue
             torch.cuda.reset_peak_memory_stats()
             t = time.perf_counter()
             try:
-                if who == "ours":
-                    r = run_ours(conf, mb, a.accum, a.seq, a.warmup, a.steps, workdir, a.activation_checkpointing)
+                if who.startswith("ours"):
+                    r = run_ours(conf, mb, a.accum, a.seq, a.warmup, a.steps, workdir, a.activation_checkpointing,
+                                 float8=who == "ours_fp8")
                 else:
                     r = run_peer(conf, mb, a.accum, a.seq, a.warmup, a.steps, a.peer_compile)
                 r["mfu"] = r["tokens_per_s"] * fpt / (ceiling * 1e12)
@@ -282,6 +286,8 @@ def main() -> None:
             torch.cuda.empty_cache()
         if "tokens_per_s" in row.get("ours", {}) and "tokens_per_s" in row.get("peer", {}):
             row["speedup"] = row["ours"]["tokens_per_s"] / row["peer"]["tokens_per_s"]
+        if "tokens_per_s" in row.get("ours_fp8", {}) and "tokens_per_s" in row.get("peer", {}):
+            row["speedup_fp8"] = row["ours_fp8"]["tokens_per_s"] / row["peer"]["tokens_per_s"]
         results["presets"][preset] = row
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(results, indent=1))
@@ -296,6 +302,10 @@ def main() -> None:
         print(f"{preset:>7} {row['params'] / 1e6:>7.0f}M {row['tokens_per_step']:>8} {fmt(o, 'tokens_per_s', '{:,.0f}'):>11} "
               f"{fmt(o, 'mfu', '{:.3f}'):>6} {fmt(p, 'tokens_per_s', '{:,.0f}'):>11} {fmt(p, 'mfu', '{:.3f}'):>6} "
               f"{fmt(row, 'speedup', '{:.2f}x'):>8}")
+        if "ours_fp8" in row:
+            f8 = row["ours_fp8"]
+            print(f"{'':>7} {'float8':>8} {'':>8} {fmt(f8, 'tokens_per_s', '{:,.0f}'):>11} {fmt(f8, 'mfu', '{:.3f}'):>6} "
+                  f"{'':>11} {'':>6} {fmt(row, 'speedup_fp8', '{:.2f}x'):>8}")
     print(f"total {results['total_s']:.0f}s; results in {a.json}")
 
 

@@ -8,6 +8,7 @@ clipping, the same shapes) under variants, so the gap can be attributed:
   blocks+eagerce   per-block compile, chunked CE not compiled
   whole+chunked    torch.compile of the whole decoder (embedding .. final norm), chunked CE compiled
   whole+plain      torch.compile of decoder and a plain logits + cross_entropy loss in one graph
+  ...+fp8          any of them with the blocks' linear layers in float8 (torchao, tensorwise scaling)
   (see --variants), then torch.profiler tables (top CUDA kernels) for the first variant.
 
     python bench/train_variants.py --presets 125m,350m --json OUT/variants.json --profile OUT/prof.txt
@@ -39,7 +40,11 @@ def build(conf, variant: str):
     torch.manual_seed(0)
     m = FastLlama(conf).cuda()
     m.compute_dtype = torch.bfloat16
-    blocks, loss_kind = variant.split("+")
+    blocks, loss_kind, *extra = variant.split("+")
+    if "fp8" in extra:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+        convert_to_float8_training(m.blocks, config=Float8LinearConfig.from_recipe_name("tensorwise"))
     if blocks == "blocks":
         fwd = torch.compile(type(m.blocks[0]).forward)
         import types

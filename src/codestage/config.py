@@ -100,6 +100,8 @@ class TrainConfig(_Strict):
     parallel: Literal["auto", "none", "ddp", "fsdp"] = Field("auto", description="auto: DDP for several processes, FSDP2 above 3B parameters")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile per transformer block; auto = on CUDA")
     activation_checkpointing: bool = False
+    float8: bool = Field(False, description="float8 matmuls in the transformer blocks (torchao, tensorwise scaling; "
+                         "CUDA compute capability 8.9+); pays from about 1B parameters")
     peak_tflops: float | None = Field(None, gt=0, description="for MFU in logs; default: the GPU's datasheet bf16 peak")
     tensorboard: bool = True
 

@@ -31,6 +31,7 @@ from codestage.atomic import atomic_dir, write_json
 from codestage.config import TrainConfig
 from codestage.errors import TrainingError
 from codestage.train import checkpoint as ckpt
+from codestage.train import float8
 from codestage.train import parallel
 from codestage.train.batches import BatchPlan, Prefetcher
 from codestage.train.estimate import device_peak_tflops, flops_per_token
@@ -147,7 +148,7 @@ def _fresh_compile_caches(model: PreTrainedModel, source: BatchSource, cfg: Trai
     """
     c = model.config
     dims = tuple(getattr(c, k, None) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"))
-    kind = (type(model).__name__, *dims, cfg.seq_len, cfg.batch_size, type(source).__name__)
+    kind = (type(model).__name__, *dims, cfg.seq_len, cfg.batch_size, type(source).__name__, cfg.float8)
     if _compiled_for and _compiled_for[0] != kind:
         torch._dynamo.reset()
     _compiled_for[:] = [kind]
@@ -194,10 +195,12 @@ class _Run:
             torch.backends.cudnn.allow_tf32 = True
         self.mixed = _mixed(cfg, self.device)
         compile_on = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
+        if cfg.float8:
+            float8.check_available(self.device)
         if compile_on:
             _fresh_compile_caches(model, source, cfg)
         self.tm = Trainable(model, self.device, mixed=self.mixed, compile_blocks=compile_on,
-                            activation_checkpointing=cfg.activation_checkpointing)
+                            activation_checkpointing=cfg.activation_checkpointing, float8=cfg.float8)
         self.n_params = sum(p.numel() for p in self.tm.module.parameters())
         self.mode = parallel.choose(cfg.parallel, world, self.n_params)
         param_dtype = torch.bfloat16 if self.mixed and self.device.type == "cuda" else None

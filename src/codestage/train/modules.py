@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from codestage.train.float8 import convert_blocks
 from codestage.train.llama import Block, FastLlama, supports
 
 _COMPILED_BLOCK: dict[str, Any] = {}
@@ -31,7 +32,7 @@ def _compiled_block_forward():
 
 class Trainable:
     def __init__(self, hf_model: PreTrainedModel, device: torch.device, *, mixed: bool, compile_blocks: bool,
-                 activation_checkpointing: bool) -> None:
+                 activation_checkpointing: bool, float8: bool = False) -> None:
         self.hf = hf_model
         self.fast = supports(hf_model.config)
         if self.fast:
@@ -43,6 +44,8 @@ class Trainable:
             m.compute_dtype = torch.bfloat16 if mixed else None
             m.checkpoint_blocks = activation_checkpointing
             m.compile_loss = compile_blocks and device.type == "cuda"
+            if float8:
+                convert_blocks(m.blocks)
             if compile_blocks:
                 fwd = _compiled_block_forward()
                 for b in m.blocks:
@@ -57,6 +60,8 @@ class Trainable:
             names = set(getattr(hf_model, "_no_split_modules", None) or [])
             self.module = hf_model
             self.blocks = [mod for mod in hf_model.modules() if type(mod).__name__ in names]
+            if float8:
+                convert_blocks(self.blocks)
         self.module.train()
 
     @property

@@ -117,6 +117,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--log-every", type=int, default=1)
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--float8", action="store_true", help="float8 matmuls in the blocks (torchao, CUDA 8.9+)")
     return ap.parse_args(argv)
 
 
@@ -124,7 +125,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum, seq_len=a.seq_len,
                        global_batch_tokens=a.global_batch_tokens, lr=a.lr, warmup_steps=max(1, a.steps // 10),
                        parallel=a.parallel, device=a.device, dtype=a.dtype, compile=a.compile,
-                       checkpoint_every=a.checkpoint_every, log_every=a.log_every, tensorboard=False)
+                       checkpoint_every=a.checkpoint_every, log_every=a.log_every, tensorboard=False, float8=a.float8)
 
 
 def main(argv: list[str] | None = None) -> None:
