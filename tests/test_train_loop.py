@@ -244,3 +244,19 @@ def test_chunked_loss_in_bf16_accumulates_the_output_gradient_in_fp32():
     assert abs(ours.item() - ref.item()) / ref.item() < 1e-3
     assert torch.allclose(w.grad, wb.grad.float(), rtol=0.05, atol=0.05)
     assert torch.allclose(h.grad, hb.grad.float(), rtol=0.05, atol=0.05)
+
+
+def test_residual_stream_stays_fp32_when_parameters_are_bf16():
+    """FSDP2 with param_dtype=bf16 must compute like autocast over fp32 weights (the 1-GPU run)."""
+    conf = model_config("tiny", 300, eos_token_id=0, pad_token_id=1)
+    torch.manual_seed(0)
+    ref = FastLlama(conf)
+    low = FastLlama(conf)
+    low.load_state_dict(ref.state_dict())
+    low.to(torch.bfloat16)
+    low.reset_rope()
+    ids = torch.randint(0, 300, (2, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = ref.hidden(ids), low.hidden(ids)
+    assert a.dtype == b.dtype == torch.float32
+    assert ((a - b).norm() / a.norm()).item() < 5e-3
