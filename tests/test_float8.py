@@ -1,4 +1,9 @@
-"""train.float8: torchao float8 linears in the blocks; names and checkpoints unchanged; clear errors off GPU."""
+"""train.float8: torchao float8 linears in the blocks; names and checkpoints unchanged; clear errors off GPU.
+
+The conversion test needs torchao (`pip install -e '.[test,fp8]'`). It is not in the test extra: with
+torchao installed, transformers imports it at start-up, and on a CPU build of torch that prints
+warnings about torchao's CUDA extensions into every command, the demo's included.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,9 @@ from codestage.train import smoke
 from codestage.train.float8 import check_available, convert_blocks
 from codestage.train.llama import FastLlama
 
-pytest.importorskip("torchao.float8")
-
 
 def test_convert_blocks_swaps_block_linears_and_keeps_weight_names():
+    pytest.importorskip("torchao.float8")
     conf = model_config("tiny", 300, eos_token_id=0, pad_token_id=1)
     torch.manual_seed(0)
     fp8, ref = FastLlama(conf), FastLlama(conf)
