@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from codestage.model import model_config  # noqa: E402
 from codestage.train.estimate import flops_per_token, parameter_count  # noqa: E402
+from codestage.train.float8 import convert_blocks  # noqa: E402
 from codestage.train.fused_ce import linear_cross_entropy  # noqa: E402
 from codestage.train.llama import FastLlama  # noqa: E402
 from train_throughput import gpu_batches, time_steps  # noqa: E402
@@ -42,9 +43,7 @@ def build(conf, variant: str):
     m.compute_dtype = torch.bfloat16
     blocks, loss_kind, *extra = variant.split("+")
     if "fp8" in extra:
-        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
-
-        convert_to_float8_training(m.blocks, config=Float8LinearConfig.from_recipe_name("tensorwise"))
+        convert_blocks(m.blocks)  # what train.float8 does
     if blocks == "blocks":
         fwd = torch.compile(type(m.blocks[0]).forward)
         import types

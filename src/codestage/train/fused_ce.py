@@ -66,14 +66,18 @@ def even_rows(n: int, most: int) -> int:
     return most
 
 
-def _padded(w: torch.Tensor, multiple: int = 128) -> torch.Tensor:
-    """w with zero rows appended up to a multiple of `multiple` rows.
+def _padded(w: torch.Tensor, dtype: torch.dtype, multiple: int = 128) -> torch.Tensor:
+    """w in `dtype`, with zero rows appended up to a multiple of `multiple` rows (one copy).
 
     A vocabulary like GPT-2's 50257 makes the logits' leading dimension odd, and cuBLAS then falls
     back to unaligned kernels several times slower; padded, every matmul here is aligned.
     """
-    extra = -w.shape[0] % multiple
-    return w if extra == 0 else torch.cat([w, w.new_zeros(extra, w.shape[1])])
+    rows = w.shape[0] + (-w.shape[0] % multiple)
+    if rows == w.shape[0]:
+        return w.to(dtype)
+    out = w.new_zeros((rows, w.shape[1]), dtype=dtype)
+    out[: w.shape[0]] = w
+    return out
 
 
 def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -89,7 +93,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         cd = dtype or h.dtype
         with torch.autocast(h.device.type, enabled=False):
             vocab = w.shape[0]
-            hc, wc = h.detach().to(cd), _padded(w.detach().to(cd))
+            hc, wc = h.detach().to(cd), _padded(w.detach(), cd)
             fn = _loss_fn(compiled)
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
             grad_h = torch.empty_like(hc)
