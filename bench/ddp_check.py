@@ -9,7 +9,9 @@ Rank 0 first trains the reference with world size 1 (a child process on its own 
 all ranks train the same preset, seed and global batch (`--global-batch-tokens`) with each
 `--parallel` mode (ddp, fsdp). Rank 0 compares the per-step losses and tokens/s, prints a
 verdict and writes OUT/ddp_check.json. Tolerance: 1e-5 absolute in float32; in bf16 the summation
-order differs between layouts, so 2e-2 relative.
+order differs between layouts, so 2e-2 relative. `--noise-floor` also trains 1 process with half
+the micro-batch (the same maths, another summation order) and prints how far that run drifts: the
+floor a difference between layouts should be read against.
 """
 
 from __future__ import annotations
@@ -44,12 +46,17 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder (default: trained into OUT/tokenizer)")
     ap.add_argument("--tol", type=float, default=None, help="override the tolerance")
     ap.add_argument("--float8", action="store_true", help="every run with float8 matmuls in the blocks (torchao)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the smoke trainer's)")
+    ap.add_argument("--noise-floor", action="store_true",
+                    help="also train 1 process with half the micro-batch (same global batch, same data): how far two "
+                         "runs that are the same maths apart drift in bf16 alone, printed beside each mode's difference")
     return ap.parse_args()
 
 
-def _smoke_args(a: argparse.Namespace, out: Path, gbt: int, parallel: str) -> list[str]:
+def _smoke_args(a: argparse.Namespace, out: Path, gbt: int, parallel: str, batch_size: int | None = None) -> list[str]:
     return ["--out", str(out), "--tokenizer", str(a.tokenizer), "--preset", a.preset, "--steps", str(a.steps),
-            "--seq-len", str(a.seq_len), "--batch-size", str(a.batch_size), "--global-batch-tokens", str(gbt),
+            "--seq-len", str(a.seq_len), "--batch-size", str(batch_size or a.batch_size), "--global-batch-tokens", str(gbt),
+            *(["--lr", str(a.lr)] if a.lr is not None else []),
             "--parallel", parallel, "--device", a.device, "--dtype", a.dtype, "--compile", a.compile, "--log-every", "1",
             "--no-resume", *(["--float8"] if a.float8 else [])]
 
@@ -58,6 +65,11 @@ def _summary(run: Path) -> dict:
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     steady = [r["tokens_per_s"] for r in lines[len(lines) // 3:]] or [lines[-1]["tokens_per_s"]]
     return {"loss": [r["loss"] for r in lines], "tokens_per_s": sorted(steady)[len(steady) // 2]}
+
+
+def _diffs(ref: list[float], other: list[float], fp32: bool) -> list[float]:
+    """Per-step loss differences: absolute in float32, relative in bf16."""
+    return [abs(x - y) / (1.0 if fp32 else max(abs(x), 1e-9)) for x, y in zip(ref, other)]
 
 
 def main() -> None:
@@ -86,6 +98,10 @@ def main() -> None:
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "codestage.train.smoke", *_smoke_args(a, ref, gbt, "none")], env=env, check=True)
         print(f"[ddp_check] world 1 done in {time.perf_counter() - t:.0f}s", flush=True)
+        if a.noise_floor:
+            smaller = max(1, a.batch_size // 2)
+            subprocess.run([sys.executable, "-m", "codestage.train.smoke",
+                            *_smoke_args(a, a.out / "world1-split", gbt, "none", smaller)], env=env, check=True)
     parallel.barrier(world)
     runs = {}
     for mode in [m.strip() for m in a.parallel.split(",") if m.strip()]:
@@ -112,9 +128,13 @@ def main() -> None:
                   "device": str(world.device), "dtype": "float32" if fp32 else "bfloat16", "tolerance": tol,
                   "tolerance_kind": "absolute" if fp32 else "relative", "float8": a.float8, "world1": ref_s, "modes": {}}
         ok_all = True
+        if a.noise_floor:
+            floor = _summary(a.out / "world1-split")
+            result["noise_floor"] = max(_diffs(ref_s["loss"], floor["loss"], fp32))
+            print(f"[ddp_check] noise floor (1 process, micro-batch halved): max loss diff {result['noise_floor']:.2e}", flush=True)
         for mode in runs:
             s = _summary(a.out / f"world{n}-{mode}")
-            diffs = [abs(x - y) / (1.0 if fp32 else max(abs(x), 1e-9)) for x, y in zip(ref_s["loss"], s["loss"])]
+            diffs = _diffs(ref_s["loss"], s["loss"], fp32)
             ok = len(s["loss"]) == len(ref_s["loss"]) and max(diffs) <= tol
             ok_all &= ok
             s.update(max_diff=max(diffs), match=ok, scaling=s["tokens_per_s"] / ref_s["tokens_per_s"])

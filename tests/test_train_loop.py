@@ -247,7 +247,7 @@ def test_chunked_loss_in_bf16_accumulates_the_output_gradient_in_fp32():
 
 
 def test_residual_stream_stays_fp32_when_parameters_are_bf16():
-    """FSDP2 with param_dtype=bf16 must compute like autocast over fp32 weights (the 1-GPU run)."""
+    """bf16 parameters (a bf16 checkpoint trained as is) keep the residual stream fp32, as autocast over fp32 weights does."""
     conf = model_config("tiny", 300, eos_token_id=0, pad_token_id=1)
     torch.manual_seed(0)
     ref = FastLlama(conf)

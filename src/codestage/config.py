@@ -98,6 +98,8 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(1, ge=1, description="complete checkpoints kept in the run folder")
     global_batch_tokens: int | None = Field(None, gt=0, description="tokens per optimizer step over all processes; sets grad_accum")
     parallel: Literal["auto", "none", "ddp", "fsdp"] = Field("auto", description="auto: DDP for several processes, FSDP2 above 3B parameters")
+    fsdp_keep_gathered: bool = Field(True, description="FSDP2: keep the gathered weights between the micro-batches of a "
+                                     "step (fewer all-gathers; the memory of a full fp32 copy of the weights)")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile per transformer block; auto = on CUDA")
     activation_checkpointing: bool = False
     float8: bool = Field(False, description="float8 matmuls in the transformer blocks (torchao, tensorwise scaling; "

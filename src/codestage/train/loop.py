@@ -86,7 +86,7 @@ def _oom_message(name: str, step: int, cfg: TrainConfig, plan: BatchPlan) -> str
         f"{plan.grad_accum}, activation_checkpointing={cfg.activation_checkpointing}). Lower train.batch_size (and raise "
         f"train.grad_accum, or set train.global_batch_tokens, to keep the same global batch), or set "
         f"train.activation_checkpointing: true, or lower train.seq_len; with several GPUs, train.parallel: fsdp shards "
-        f"the weights and optimizer states."
+        f"the weights and optimizer states (with train.fsdp_keep_gathered: false if grad_accum > 1)."
     )
 
 
@@ -203,8 +203,7 @@ class _Run:
                             activation_checkpointing=cfg.activation_checkpointing, float8=cfg.float8)
         self.n_params = sum(p.numel() for p in self.tm.module.parameters())
         self.mode = parallel.choose(cfg.parallel, world, self.n_params)
-        param_dtype = torch.bfloat16 if self.mixed and self.device.type == "cuda" else None
-        self.net = parallel.wrap(self.tm.module, self.mode, world, blocks=self.tm.blocks, param_dtype=param_dtype)
+        self.net = parallel.wrap(self.tm.module, self.mode, world, blocks=self.tm.blocks)
         self.params = [p for p in self.tm.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.tm.module, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
@@ -312,7 +311,7 @@ class _Run:
                     try:
                         for i, mb in enumerate(item.micro):
                             b = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
-                            with parallel.grad_sync(net, self.mode, i == len(item.micro) - 1):
+                            with parallel.grad_sync(net, self.mode, i == len(item.micro) - 1, keep_gathered=cfg.fsdp_keep_gathered):
                                 with autocast:
                                     loss_sum = tm.loss_sum(net, b)
                                 (loss_sum * scale).backward()

@@ -74,8 +74,16 @@ def choose(mode: str, world: World, n_params: int) -> str:
     return mode
 
 
-def wrap(module: nn.Module, mode: str, world: World, *, blocks: list[nn.Module], param_dtype: torch.dtype | None) -> nn.Module:
-    """The module that forward/backward run through (DDP wrapper, or the FSDP2-sharded module)."""
+def wrap(module: nn.Module, mode: str, world: World, *, blocks: list[nn.Module]) -> nn.Module:
+    """The module that forward/backward run through (DDP wrapper, or the FSDP2-sharded module).
+
+    FSDP2 gathers the fp32 parameters and leaves bf16 to autocast, as one GPU and DDP do. Why not
+    `param_dtype=bf16` (half the all-gather bytes): the forward then also sees the vector parameters
+    and the embedding in bf16, which autocast keeps fp32; RMSNorm gains near 1.0 are rounded to
+    steps of 2^-7 (0.8%), coarser than several Adam updates. On 2 H200s at 350m that drifted the
+    loss 1.0-3.3% from the 1-GPU run over 60 steps (five runs), against 0.1-0.6% with fp32 gathers
+    (three runs) and 0.3% between two 1-GPU runs of the same maths (bench/RESULTS.md).
+    """
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -86,7 +94,7 @@ def wrap(module: nn.Module, mode: str, world: World, *, blocks: list[nn.Module],
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        mp = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
         for block in blocks:
             fully_shard(block, mp_policy=mp)
         fully_shard(module, mp_policy=mp)
@@ -95,13 +103,19 @@ def wrap(module: nn.Module, mode: str, world: World, *, blocks: list[nn.Module],
 
 
 @contextmanager
-def grad_sync(net: nn.Module, mode: str, sync: bool) -> Iterator[None]:
-    """Skip the gradient all-reduce / reduce-scatter on all but the last micro-batch of a step."""
+def grad_sync(net: nn.Module, mode: str, sync: bool, *, keep_gathered: bool = True) -> Iterator[None]:
+    """Skip the gradient all-reduce / reduce-scatter on all but the last micro-batch of a step.
+
+    FSDP2 with `keep_gathered`: the weights gathered for a micro-batch stay gathered until the last
+    one; the next forward needs them again, so resharding after each backward only re-runs the
+    all-gathers (1.17-1.26x -> 1.56x scaling at 350m on 2 GPUs, 2 micro-batches each).
+    """
     if mode == "ddp" and not sync:
         with net.no_sync():  # type: ignore[operator]
             yield
     elif mode == "fsdp":
         net.set_requires_gradient_sync(sync)  # type: ignore[operator]
+        net.set_reshard_after_backward(sync or not keep_gathered)  # type: ignore[operator]
         yield
     else:
         with nullcontext():
