@@ -195,6 +195,24 @@ def test_dry_run_prints_the_plan_before_spending_anything(bundled_data):
         assert needle in res.output
 
 
+def test_memory_estimate_counts_what_fsdp_holds_while_accumulating():
+    from codestage.train.estimate import memory_estimate
+
+    conf = model_config("350m", 50257, eos_token_id=0, pad_token_id=0)
+    n = 400_000_000
+    kw = dict(micro_batch=16, seq_len=1024, world=8)
+    ddp = memory_estimate(conf, n, **kw)
+    one_step = memory_estimate(conf, n, sharded=True, **kw)
+    kept = memory_estimate(conf, n, sharded=True, grad_accum=4, **kw)
+    resharded = memory_estimate(conf, n, sharded=True, grad_accum=4, keep_gathered=False, **kw)
+    assert one_step["grads"] == one_step["adam"] / 2 == n * 4 / 8  # everything sharded
+    assert kept["grads"] == resharded["grads"] == n * 4  # unsharded gradients until the last micro-batch
+    assert kept["params"] == n * 4 + n * 4 / 8  # plus the gathered fp32 copy
+    assert resharded["params"] == one_step["params"] < kept["params"]
+    assert ddp["total"] > kept["total"] > resharded["total"] > one_step["total"]
+    assert memory_estimate(conf, n, grad_accum=4, **kw) == ddp  # unsharded: accumulation changes nothing
+
+
 def test_compile_caches_reset_only_when_the_kind_of_run_changes(monkeypatch):
     """Runs of one shape share compiled kernels; another shape must not leave them dynamic."""
     from codestage.train import loop

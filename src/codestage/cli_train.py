@@ -69,7 +69,8 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
     plan = BatchPlan.make(tc, world)
     mode = tc.parallel if tc.parallel != "auto" else ("none" if world == 1 else ("fsdp" if n > AUTO_FSDP_PARAMS else "ddp"))
     mem = memory_estimate(conf, n, micro_batch=plan.micro_rows, seq_len=tc.seq_len, world=world, sharded=mode == "fsdp",
-                          activation_checkpointing=tc.activation_checkpointing, mixed=tc.dtype != "float32")
+                          activation_checkpointing=tc.activation_checkpointing, mixed=tc.dtype != "float32",
+                          grad_accum=plan.grad_accum, keep_gathered=tc.fsdp_keep_gathered)
     tokens = tc.steps * plan.global_rows * tc.seq_len
     t = Table(title=f"pretraining plan: {config}", show_header=False)
     t.add_column(justify="right")

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from codestage.mixing import Schedule, flatten
+from codestage.train.fused_ce import chunk_rows
 
 # Dense bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for MFU in logs; the benchmark
 # measures its own ceiling instead. Matched by substring of torch.cuda.get_device_name().
@@ -43,12 +44,16 @@ def device_peak_tflops(device: torch.device) -> float | None:
 
 
 def memory_estimate(config: Any, n_params: int, *, micro_batch: int, seq_len: int, world: int = 1, sharded: bool = False,
-                    activation_checkpointing: bool = False, mixed: bool = True) -> dict[str, float]:
+                    activation_checkpointing: bool = False, mixed: bool = True, grad_accum: int = 1,
+                    keep_gathered: bool = True) -> dict[str, float]:
     """Rough bytes per GPU: fp32 params + grads + Adam (m, v), plus activations of one micro-batch.
 
     Activations per layer and token: ~ (10 d + 3 ff) values in bf16 (norm inputs, q/k/v, attention
     out, MLP in/out; flash attention keeps no T x T matrix); with checkpointing one d-vector per
-    layer plus one layer in full. The loss adds one chunk of logits (about 128 MB).
+    layer plus one layer in full. The loss adds one chunk of logits and their gradient (at most
+    1 GB, fused_ce.chunk_rows). FSDP2 (`sharded`) shards params, grads and Adam, except while it
+    accumulates micro-batches: the unsharded fp32 gradients are held until the last one, and with
+    `keep_gathered` (train.fsdp_keep_gathered) the gathered fp32 weights too.
     """
     d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     shard = world if sharded else 1
@@ -57,8 +62,12 @@ def memory_estimate(config: Any, n_params: int, *, micro_batch: int, seq_len: in
     act_bytes = 2 if mixed else 4
     per_layer = tokens * (10 * d + 3 * ff) * act_bytes
     acts = (tokens * d * act_bytes * layers + per_layer) if activation_checkpointing else per_layer * layers
-    acts += tokens * d * 4 * 2 + 128 * 2**20
-    out = {"params": states, "grads": states, "adam": 2 * states, "activations": float(acts)}
+    loss_rows = min(tokens, chunk_rows(config.vocab_size))
+    acts += tokens * d * 4 * 2 + 2 * loss_rows * config.vocab_size * 2  # one chunk's bf16 logits and their gradient
+    accumulating = sharded and grad_accum > 1
+    gathered = n_params * 4 if accumulating and keep_gathered else (2 * n_params * 4 / max(layers, 1) if sharded else 0.0)
+    out = {"params": states + gathered, "grads": n_params * 4 if accumulating else states, "adam": 2 * states,
+           "activations": float(acts)}
     out["total"] = sum(out.values())
     return out
 
