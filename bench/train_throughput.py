@@ -5,8 +5,11 @@ For each preset (default 125m, 350m, 760m, 1.3b; sequence 1024; vocabulary 50257
   ours  codestage.train.loop.train(): our Llama (fused QKV / gate-up, SDPA, per-block
         torch.compile), chunked linear+cross-entropy, bf16 autocast over fp32 master weights,
         fused AdamW, prefetch thread, deferred loss reads; random token batches.
-  peer  Hugging Face LlamaForCausalLM + torch.compile(model) + fused AdamW, bf16 autocast over
-        fp32 weights, the HF loss; same micro-batch, grad accumulation, clipping.
+  peer  the faster of two plain baselines (--peers), as issue 4 defines the peer figure:
+        hf    Hugging Face LlamaForCausalLM + torch.compile(model) + fused AdamW, the HF loss;
+        gpt2  a GPT-2-style PyTorch model at the same width/depth/heads, compiled per block,
+              plain cross-entropy over full logits (bench/gpt2_peer.py);
+        both with bf16 autocast over fp32 weights, the same micro-batch, grad accumulation, clipping.
 
 and prints tokens/s and MFU for both, where MFU = (6 N + 12 L d T) x tokens/s / ceiling and the
 ceiling is a big bf16 matmul measured here first. Timings: `--warmup` optimizer steps (compile
@@ -179,29 +182,48 @@ def time_steps(step, warmup: int, steps: int, tokens_per_step: int) -> dict:
 
 
 def run_peer(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, compile_mode: str) -> dict:
+    """HF LlamaForCausalLM + torch.compile (whole model, or per decoder layer) + fused AdamW."""
     model = hf_model(conf)
     model.config.use_cache = False
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
     if compile_mode == "model":
         fwd = torch.compile(model)
     else:  # per decoder layer
         for layer in model.model.layers:
             layer.compile()
         fwd = model
-    batches = gpu_batches(conf.vocab_size, micro, seq, accum)
+    return _time_plain(model, lambda ids: fwd(input_ids=ids, labels=ids, use_cache=False).loss, conf.vocab_size, micro,
+                       accum, seq, warmup, steps)
+
+
+def run_gpt2_peer(conf, micro: int, accum: int, seq: int, warmup: int, steps: int) -> dict:
+    """A plain GPT-2-style PyTorch model at the preset's shape, compiled per block (gpt2_peer.py)."""
+    from gpt2_peer import gpt2_like
+
+    torch.manual_seed(0)
+    model = gpt2_like(conf).cuda()
+    model.train()
+    for block in model.blocks:
+        block.compile()
+    return _time_plain(model, model, conf.vocab_size, micro, accum, seq, warmup, steps)
+
+
+def _time_plain(model, mean_loss, vocab: int, micro: int, accum: int, seq: int, warmup: int, steps: int) -> dict:
+    """A peer's step: bf16 autocast over fp32 weights, grad accumulation, clipping, fused AdamW."""
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
+    batches = gpu_batches(vocab, micro, seq, accum)
 
     def step() -> None:
         for ids in batches:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = fwd(input_ids=ids, labels=ids, use_cache=False).loss / accum
+                loss = mean_loss(ids) / accum
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     out = time_steps(step, warmup, steps, micro * accum * seq)
-    del model, opt, fwd, batches
+    del model, opt, batches
     return out
 
 
@@ -217,12 +239,17 @@ def main() -> None:
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-ours", action="store_true")
     ap.add_argument("--float8", default="", help="presets to also run ours with train.float8 (torchao), e.g. '760m,1.3b'")
-    ap.add_argument("--peer-compile", choices=["model", "blocks"], default="model")
+    ap.add_argument("--peers", default="hf,gpt2", help="peer baselines to run; the best one is the peer figure "
+                    "(hf: LlamaForCausalLM + torch.compile; gpt2: plain GPT-2-style model compiled per block)")
+    ap.add_argument("--peer-compile", choices=["model", "blocks"], default="model", help="how the hf peer is compiled")
     ap.add_argument("--activation-checkpointing", action="store_true")
     ap.add_argument("--sdpa", choices=["default", "cudnn", "flash"], default="default",
                     help="restrict scaled_dot_product_attention to one backend (both runs)")
     ap.add_argument("--json", type=Path, default=Path("train_throughput.json"), help="where to write the results")
     a = ap.parse_args()
+    unknown = {p.strip() for p in a.peers.split(",") if p.strip()} - {"hf", "gpt2"}
+    if unknown:
+        sys.exit(f"--peers: unknown peer(s) {', '.join(sorted(unknown))} (known: hf, gpt2)")
     if not torch.cuda.is_available():
         sys.exit("bench/train_throughput.py needs a CUDA GPU")
     if a.sdpa != "default":
@@ -247,7 +274,10 @@ def main() -> None:
     results = {"correctness": check, "device": dev, "torch": torch.__version__, "transformers": transformers.__version__,
                "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                "ceiling_tflops": ceiling, "seq": a.seq, "vocab": a.vocab, "accum": a.accum, "warmup": a.warmup,
-               "steps": a.steps, "peer": f"HF LlamaForCausalLM + torch.compile({a.peer_compile}) + fused AdamW, bf16 autocast",
+               "steps": a.steps, "peers": {"hf": f"HF LlamaForCausalLM + torch.compile({a.peer_compile}) + fused AdamW, bf16 autocast",
+                                           "gpt2": "GPT-2-style PyTorch model (bench/gpt2_peer.py), compiled per block, "
+                                                   "fused AdamW, bf16 autocast"},
+               "peer": "the faster of the peers run, per preset",
                "sdpa": a.sdpa, "command": " ".join(sys.argv), "presets": {}}
     workdir = Path(tempfile.mkdtemp(prefix="cs-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     for preset in [p.strip() for p in a.presets.split(",") if p.strip()]:
@@ -258,18 +288,19 @@ def main() -> None:
         fpt = flops_per_token(conf, n, a.seq)
         mb = micro.get(preset, 8)
         row: dict = {"params": n, "flops_per_token": fpt, "micro_batch": mb, "tokens_per_step": mb * a.accum * a.seq}
-        runs = ["ours", "peer"] + (["ours_fp8"] if preset in a.float8.split(",") else [])
+        peers = [] if a.skip_peer else [f"peer_{p.strip()}" for p in a.peers.split(",") if p.strip()]
+        runs = ([] if a.skip_ours else ["ours"]) + peers + (["ours_fp8"] if preset in a.float8.split(",") else [])
         for who in runs:
-            if (who == "ours" and a.skip_ours) or (who == "peer" and a.skip_peer):
-                continue
             torch.cuda.reset_peak_memory_stats()
             t = time.perf_counter()
             try:
                 if who.startswith("ours"):
                     r = run_ours(conf, mb, a.accum, a.seq, a.warmup, a.steps, workdir, a.activation_checkpointing,
                                  float8=who == "ours_fp8")
-                else:
+                elif who == "peer_hf":
                     r = run_peer(conf, mb, a.accum, a.seq, a.warmup, a.steps, a.peer_compile)
+                else:
+                    r = run_gpt2_peer(conf, mb, a.accum, a.seq, a.warmup, a.steps)
                 r["mfu"] = r["tokens_per_s"] * fpt / (ceiling * 1e12)
                 r["wall_s"] = time.perf_counter() - t
                 log(f"{preset:>6} {who}: {r['tokens_per_s']:,.0f} tok/s  MFU {r['mfu']:.3f}  first step {r['first_step_s']:.1f}s  "
@@ -284,6 +315,10 @@ def main() -> None:
             torch._dynamo.reset()
             gc.collect()
             torch.cuda.empty_cache()
+        measured = [p for p in peers if "tokens_per_s" in row.get(p, {})]
+        if measured:
+            best = max(measured, key=lambda p: row[p]["tokens_per_s"])
+            row["peer"] = dict(row[best], which=best[5:])
         if "tokens_per_s" in row.get("ours", {}) and "tokens_per_s" in row.get("peer", {}):
             row["speedup"] = row["ours"]["tokens_per_s"] / row["peer"]["tokens_per_s"]
         if "tokens_per_s" in row.get("ours_fp8", {}) and "tokens_per_s" in row.get("peer", {}):
@@ -295,13 +330,15 @@ def main() -> None:
     a.json.write_text(json.dumps(results, indent=1))
 
     print(f"\n{dev}, seq {a.seq}, vocab {a.vocab}, ceiling {ceiling:.0f} TFLOP/s (bf16 matmul, measured)")
-    print(f"{'preset':>7} {'params':>8} {'tok/step':>8} {'ours tok/s':>11} {'MFU':>6} {'peer tok/s':>11} {'MFU':>6} {'speedup':>8}")
+    print(f"{'preset':>7} {'params':>8} {'tok/step':>8} {'ours tok/s':>11} {'MFU':>6} {'peer tok/s':>11} {'MFU':>6} "
+          f"{'speedup':>8}  peer")
     for preset, row in results["presets"].items():
         o, p = row.get("ours", {}), row.get("peer", {})
         fmt = lambda r, k, f: f.format(r[k]) if k in r else "-"  # noqa: E731
+        others = ", ".join(f"{k[5:]} {fmt(v, 'tokens_per_s', '{:,.0f}')}" for k, v in row.items() if k.startswith("peer_"))
         print(f"{preset:>7} {row['params'] / 1e6:>7.0f}M {row['tokens_per_step']:>8} {fmt(o, 'tokens_per_s', '{:,.0f}'):>11} "
               f"{fmt(o, 'mfu', '{:.3f}'):>6} {fmt(p, 'tokens_per_s', '{:,.0f}'):>11} {fmt(p, 'mfu', '{:.3f}'):>6} "
-              f"{fmt(row, 'speedup', '{:.2f}x'):>8}")
+              f"{fmt(row, 'speedup', '{:.2f}x'):>8}  {p.get('which', '-')} (of: {others or '-'})")
         if "ours_fp8" in row:
             f8 = row["ours_fp8"]
             print(f"{'':>7} {'float8':>8} {'':>8} {fmt(f8, 'tokens_per_s', '{:,.0f}'):>11} {fmt(f8, 'mfu', '{:.3f}'):>6} "

@@ -1,0 +1,36 @@
+"""The GPT-2-style peer of bench/train_throughput.py is a working language model at a preset's shape."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from codestage.model import model_config
+from codestage.train.estimate import parameter_count
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from gpt2_peer import gpt2_like  # noqa: E402
+
+
+def test_gpt2_peer_matches_the_preset_size_and_learns():
+    conf = model_config("125m", 50257, eos_token_id=0, pad_token_id=0)
+    with torch.device("meta"):
+        big = gpt2_like(conf)
+    n_peer = sum(p.numel() for p in big.parameters())
+    assert abs(n_peer - parameter_count(conf)) / parameter_count(conf) < 0.05  # same shape class as ours
+
+    torch.manual_seed(0)
+    small = gpt2_like(model_config("micro", 300, eos_token_id=0, pad_token_id=1))
+    ids = torch.randint(0, 300, (4, 32), generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(small.parameters(), lr=3e-3)
+    first = small(ids)
+    assert abs(first.item() - torch.log(torch.tensor(300.0)).item()) < 0.5  # near uniform at initialisation
+    for _ in range(30):
+        loss = small(ids)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first.item() - 1.0
