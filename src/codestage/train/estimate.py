@@ -49,8 +49,10 @@ def memory_estimate(config: Any, n_params: int, *, micro_batch: int, seq_len: in
     """Rough bytes per GPU: fp32 params + grads + Adam (m, v), plus activations of one micro-batch.
 
     Activations per layer and token: ~ (10 d + 3 ff) values in bf16 (norm inputs, q/k/v, attention
-    out, MLP in/out; flash attention keeps no T x T matrix); with checkpointing one d-vector per
-    layer plus one layer in full. The loss adds one chunk of logits and their gradient (at most
+    out, MLP in/out; flash attention keeps no T x T matrix) plus the fp32 residual stream at both
+    norms; with checkpointing one d-vector per layer plus one layer in full. Against the peaks
+    measured on an H200 (bench/RESULTS.md: 9.5, 23.3, 28.0, 43.3 GiB for 125m..1.3b at micro-batch
+    16, 16, 8, 8 x 1024) this gives 9.1, 22.9, 24.7, 37.3 GiB. The loss adds one chunk of logits and their gradient (at most
     1 GB, fused_ce.chunk_rows). FSDP2 (`sharded`) shards params, grads and Adam, except while it
     accumulates micro-batches: the unsharded fp32 gradients are held until the last one, and with
     `keep_gathered` (train.fsdp_keep_gathered) the gathered fp32 weights too.
@@ -60,7 +62,7 @@ def memory_estimate(config: Any, n_params: int, *, micro_batch: int, seq_len: in
     states = n_params * 4 / shard
     tokens = micro_batch * seq_len
     act_bytes = 2 if mixed else 4
-    per_layer = tokens * (10 * d + 3 * ff) * act_bytes
+    per_layer = tokens * ((10 * d + 3 * ff) * act_bytes + 2 * d * 4)  # + the fp32 residual saved at both norms
     acts = (tokens * d * act_bytes * layers + per_layer) if activation_checkpointing else per_layer * layers
     loss_rows = min(tokens, chunk_rows(config.vocab_size))
     acts += tokens * d * 4 * 2 + 2 * loss_rows * config.vocab_size * 2  # one chunk's bf16 logits and their gradient
