@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ddp_check import _smoke_args  # noqa: E402  (the same trainer arguments as ddp_check's runs)
 
 
 def main() -> None:
@@ -42,10 +45,9 @@ def main() -> None:
     if world.main:
         smoke.get_tokenizer(tok_dir)
     parallel.barrier(world)
-    args = ["--out", str(a.out / "run"), "--tokenizer", str(tok_dir), "--preset", a.preset, "--steps", str(a.steps),
-            "--seq-len", str(a.seq_len), "--batch-size", str(a.batch_size), "--global-batch-tokens", str(gbt),
-            "--parallel", a.parallel, "--log-every", "1", "--no-resume"]
-    cfg = smoke.config_from_args(smoke._args(args))
+    same = argparse.Namespace(tokenizer=tok_dir, preset=a.preset, steps=a.steps, seq_len=a.seq_len, batch_size=a.batch_size,
+                              lr=None, device="auto", dtype="auto", compile="auto", float8=False)
+    cfg = smoke.config_from_args(smoke._args(_smoke_args(same, a.out / "run", gbt, a.parallel)))
     prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
 
     def on_step(step: int) -> None:

@@ -247,7 +247,8 @@ def main() -> None:
                     help="restrict scaled_dot_product_attention to one backend (both runs)")
     ap.add_argument("--json", type=Path, default=Path("train_throughput.json"), help="where to write the results")
     a = ap.parse_args()
-    unknown = {p.strip() for p in a.peers.split(",") if p.strip()} - {"hf", "gpt2"}
+    peers = [] if a.skip_peer else [f"peer_{p.strip()}" for p in a.peers.split(",") if p.strip()]
+    unknown = {p[5:] for p in peers} - {"hf", "gpt2"}
     if unknown:
         sys.exit(f"--peers: unknown peer(s) {', '.join(sorted(unknown))} (known: hf, gpt2)")
     if not torch.cuda.is_available():
@@ -288,7 +289,6 @@ def main() -> None:
         fpt = flops_per_token(conf, n, a.seq)
         mb = micro.get(preset, 8)
         row: dict = {"params": n, "flops_per_token": fpt, "micro_batch": mb, "tokens_per_step": mb * a.accum * a.seq}
-        peers = [] if a.skip_peer else [f"peer_{p.strip()}" for p in a.peers.split(",") if p.strip()]
         runs = ([] if a.skip_ours else ["ours"]) + peers + (["ours_fp8"] if preset in a.float8.split(",") else [])
         for who in runs:
             torch.cuda.reset_peak_memory_stats()

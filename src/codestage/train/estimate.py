@@ -53,9 +53,10 @@ def memory_estimate(config: Any, n_params: int, *, micro_batch: int, seq_len: in
     norms; with checkpointing one d-vector per layer plus one layer in full. Against the peaks
     measured on an H200 (bench/RESULTS.md: 9.5, 23.3, 28.0, 43.3 GiB for 125m..1.3b at micro-batch
     16, 16, 8, 8 x 1024) this gives 9.1, 22.9, 24.7, 37.3 GiB. The loss adds one chunk of logits
-    and their gradient (at most 1 GB, fused_ce.chunk_rows). FSDP2 (`sharded`) shards params, grads and Adam, except while it
-    accumulates micro-batches: the unsharded fp32 gradients are held until the last one, and with
-    `keep_gathered` (train.fsdp_keep_gathered) the gathered fp32 weights too.
+    and their gradient (at most 1 GB, fused_ce.chunk_rows). FSDP2 (`sharded`) shards params,
+    grads and Adam, except while it accumulates micro-batches: the unsharded fp32 gradients are
+    held until the last one, and with `keep_gathered` (train.fsdp_keep_gathered) the gathered
+    fp32 weights too.
     """
     d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     shard = world if sharded else 1
