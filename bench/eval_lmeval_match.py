@@ -94,16 +94,20 @@ def run_lm_eval(python: str, model: Path, include: Path, tasks: list[str], limit
     return found
 
 
-def ours(model: Path, tasks: list[str], limit: int, shots: int, protocol: str, batch: int, out: Path,
-         dtype: str = "float32") -> dict[str, dict[int, list[float]]]:
+def our_scorer(model: Path, batch: int, dtype: str):
+    """One Scorer for both protocols (loading the model and probing it once)."""
     import torch
 
     from codestage.data.tokenizer import load_tokenizer
     from codestage.eval.scoring import Scorer
     from codestage.model import load_model
 
-    scorer = Scorer(load_model(model, dtype=getattr(torch, dtype)), load_tokenizer(model), batch_size=batch)
-    evaluate(model, tasks, out, limit=limit, protocol=protocol, shots=shots, batch_size=batch, device="cpu", scorer=scorer)
+    return Scorer(load_model(model, dtype=getattr(torch, dtype)), load_tokenizer(model), batch_size=batch)
+
+
+def ours(model: Path, tasks: list[str], limit: int, shots: int, protocol: str, out: Path,
+         scorer) -> dict[str, dict[int, list[float]]]:
+    evaluate(model, tasks, out, limit=limit, protocol=protocol, shots=shots, scorer=scorer)
     rows: dict[str, dict[int, list[float]]] = {}
     for line in open(out / "items.jsonl", encoding="utf-8"):
         rec = json.loads(line)
@@ -178,10 +182,11 @@ def main() -> None:
     version = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('lm_eval'))"], capture_output=True, text=True).stdout.strip()
     print(f"model {model}\nlm-eval {version} ({python})\ntasks {', '.join(tasks)}; first {args.limit} items; {args.shots}-shot; batch {args.batch_size}")
     worst_abs, worst_ulp, failures = 0.0, 0.0, 0
+    scorer = our_scorer(model, args.batch_size, args.dtype)
     for protocol, suffix in (("lm-eval", ""), ("paper", "_paper")):
         names = [f"codestage_{t}{suffix}" for t in tasks]
         theirs = run_lm_eval(python, model, include, names, args.limit, args.shots, args.batch_size, work / f"lmeval{suffix}", args.dtype)
-        mine = ours(model, tasks, args.limit, args.shots, protocol, args.batch_size, work / f"ours{suffix}", args.dtype)
+        mine = ours(model, tasks, args.limit, args.shots, protocol, work / f"ours{suffix}", scorer)
         print(f"\nprotocol {protocol}")
         print(f"{'task':<14}{'items':>6}{'choices':>9}{'max |diff|':>12}{'max ulps':>10}{'>1e-4':>7}{'fail':>6}"
               f"{'ours-fp64':>12}{'lmeval-fp64':>12}")
@@ -200,7 +205,7 @@ def main() -> None:
             worst_abs, worst_ulp = max(worst_abs, float(diffs.max())), max(worst_ulp, float(ulps.max()))
             over = int(np.sum(diffs > args.tolerance))
             note = f"  (items {sorted(excluded)} skipped: their own exemplar)" if excluded else ""
-            ref = float64_reference(model, t, protocol, args.shots, ids[: args.fp64_items if args.dtype == "float32" else 0])
+            ref = float64_reference(model, t, protocol, args.shots, ids[: args.fp64_items]) if args.dtype == "float32" else {}
             ours_err = max((abs(x - y) for i in ref for x, y in zip(a[i], ref[i])), default=float("nan"))
             their_err = max((abs(x - y) for i in ref for x, y in zip(b[i], ref[i])), default=float("nan"))
             print(f"{t:<14}{len(ids):>6}{len(diffs):>9}{diffs.max():>12.2e}{ulps.max():>10.2f}{over:>7}{fails:>6}"

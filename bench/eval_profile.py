@@ -120,15 +120,13 @@ def installed(phases: Phases, scorer):
         for mod, attr, fn in saved:
             setattr(mod, attr, phases.wrap(names[attr], fn))
         harness.get_task = get_task
-        if hasattr(scorer, "timer"):
-            scorer.timer = phases
+        scorer.timer = phases
         yield
     finally:
         for mod, attr, fn in saved:
             setattr(mod, attr, fn)
         harness.get_task = original_get_task
-        if hasattr(scorer, "timer"):
-            scorer.timer = None
+        scorer.timer = None
 
 
 def sync(device: torch.device) -> None:

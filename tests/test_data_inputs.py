@@ -4,6 +4,7 @@ error naming file:line in strict mode. Every record is accounted: documents + dr
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 from pathlib import Path
@@ -176,3 +177,25 @@ def test_missing_datasets_package_is_a_clear_error(monkeypatch, tmp_path) -> Non
     monkeypatch.setattr(builtins, "__import__", no_datasets)
     with pytest.raises(DataError, match=r"codestage\[hf\]"):
         list(iter_documents(["hf:someone/some-corpus"], "x"))
+
+
+def test_a_zstd_frame_ending_exactly_at_a_read_boundary_is_followed_by_the_next() -> None:
+    """Frames are read in 1 MiB chunks; one may end exactly where a chunk ends."""
+    import zstandard
+
+    from codestage.data.readers import _ZstdFrames
+
+    frames = [zstandard.ZstdCompressor().compress(b'{"text": "one"}\n'), zstandard.ZstdCompressor().compress(b'{"text": "two"}\n')]
+
+    class OneFramePerRead(io.RawIOBase):
+        def __init__(self) -> None:
+            self.left = list(frames)
+
+        def read(self, n: int = -1) -> bytes:
+            return self.left.pop(0) if self.left else b""
+
+    reader = io.BufferedReader(_ZstdFrames(OneFramePerRead()))
+    assert reader.read() == b'{"text": "one"}\n{"text": "two"}\n'
+    cut = _ZstdFrames(io.BytesIO(frames[0][:-3]))
+    with pytest.raises(EOFError):
+        io.BufferedReader(cut).read()

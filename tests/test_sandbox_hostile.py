@@ -15,6 +15,7 @@ than run: a real fork bomb or kill(-1) would then hit the machine.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -211,8 +212,12 @@ CLEAN = [
 ]
 
 
+@functools.lru_cache(maxsize=1)
 def _public_python() -> str | None:
-    """An interpreter other users can run with its standard library (for the fallback mode)."""
+    """An interpreter other users can run with its standard library (for the fallback mode, which
+    needs root to switch uid); probed once per session."""
+    if os.geteuid() != 0:
+        return None
     for cand in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
         if cand and os.path.exists(cand):
             res = run_program(Job("", ("assert True",)), FAST, contain=Isolation((), True, cand))
@@ -430,7 +435,7 @@ print(json.dumps([[r.status, r.tests, r.detail, r.output] for r in res]))
 def test_parent_environment_secrets_do_not_reach_the_program(mode: str) -> None:
     contain = None
     if mode == "fallback":
-        python = _public_python() if os.geteuid() == 0 else None
+        python = _public_python()
         if python is None:
             pytest.skip("the uid-switch fallback needs root and a Python readable by other users")
         contain = [[], True, python]
@@ -523,7 +528,7 @@ def test_when_the_evaluating_process_dies_its_sandboxes_die_too(mode: str, tmp_p
         pytest.skip("processes named cstg-orphan exist already")
     spec: list = [None, None, None, 3.0]
     if mode == "fallback":
-        python = _public_python() if os.geteuid() == 0 else None
+        python = _public_python()
         if python is None:
             pytest.skip("the uid-switch fallback needs root and a Python readable by other users")
         spec = [[], True, python, 3.0]

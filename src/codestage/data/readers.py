@@ -74,7 +74,7 @@ class _ZstdFrames(io.RawIOBase):
     def __init__(self, raw: IO[bytes]) -> None:
         import zstandard
 
-        self._raw, self._zstd, self._buf = raw, zstandard, b""
+        self._raw, self._zstd, self._buf, self._pos = raw, zstandard, b"", 0
         self._obj = zstandard.ZstdDecompressor().decompressobj()
         self._started = False
 
@@ -82,22 +82,23 @@ class _ZstdFrames(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:  # type: ignore[override]
-        while not self._buf:
+        while self._pos >= len(self._buf):
             chunk = self._raw.read(1 << 20)
             if not chunk:
                 if self._started and not self._obj.eof:
                     raise EOFError("compressed file ended before the end of a zstd frame (truncated?)")
                 return 0
+            self._started = True
+            parts = []
             while chunk:
-                self._started = True
-                self._buf += self._obj.decompress(chunk)
-                chunk = b""
-                if self._obj.eof and self._obj.unused_data:
-                    chunk = self._obj.unused_data
+                if self._obj.eof:  # the next frame, in this chunk or starting exactly at it
                     self._obj = self._zstd.ZstdDecompressor().decompressobj()
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
+                parts.append(self._obj.decompress(chunk))
+                chunk = self._obj.unused_data if self._obj.eof else b""
+            self._buf, self._pos = b"".join(parts), 0
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = memoryview(self._buf)[self._pos : self._pos + n]
+        self._pos += n
         return n
 
     def close(self) -> None:

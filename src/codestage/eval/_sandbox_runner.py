@@ -29,13 +29,13 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 def _libc():
     import ctypes
 
-    return ctypes.CDLL(None, use_errno=True), ctypes
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _private_tmp(size_bytes):
     """Mount a fresh tmpfs over each world-writable directory (needs a private mount namespace);
     returns the new working directory, or None when mounting is not possible."""
-    libc, _ = _libc()
+    libc = _libc()
     for d in _SHARED_DIRS:
         if os.path.islink(d) or not os.path.isdir(d):
             continue
@@ -80,7 +80,7 @@ def _expose_python(private_tmp):
             roots.append(prefix)
     if not all(any(p == r or p.startswith(r + os.sep) for r in roots) for p in blocked):
         return False
-    libc, _ = _libc()
+    libc = _libc()
     mapping = {}
     for i, root in enumerate(roots):
         dst = f"/tmp/.codestage-python-{i}"
@@ -105,14 +105,14 @@ def _expose_python(private_tmp):
 
 
 def _no_new_privs():
-    libc, _ = _libc()
+    libc = _libc()
     return libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
 
 
 def _die_with_parent():
     """Renew the parent-death signal (a uid switch clears it): if whoever started this runner
     dies, so does the runner, and with it a PID namespace it is the init of."""
-    libc, _ = _libc()
+    libc = _libc()
     libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
 
 
@@ -153,7 +153,7 @@ def _isolate(spec):
     """Apply what the parent asked for; returns the facts for the report's `isolation` line."""
     facts = {"namespaces": spec["namespaces"]}
     work = None
-    if spec["private_tmp"]:
+    if "mount" in spec["namespaces"]:
         try:
             work = _private_tmp(max(4 << 20, 8 * int(spec["output_bytes"])))
         except OSError:

@@ -163,11 +163,6 @@ def _pdeathsig() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL"] if ok else []
 
 
-def network_isolation() -> list[str]:
-    """The command prefix children start under (kept for callers of the earlier API)."""
-    return isolation().prefix
-
-
 # ---------------------------------------------------------------------------------------------
 # Process and uid bookkeeping (Linux /proc)
 
@@ -254,9 +249,8 @@ def _release_uid(uid: int) -> None:
         _uids_in_use.discard(uid)
 
 
-def _sweep(find, seconds: float = 5.0) -> int:
-    """SIGKILL what `find()` returns until it returns nothing; the number of kills."""
-    killed = 0
+def _sweep(find, seconds: float = 5.0) -> None:
+    """SIGKILL what `find()` returns until it returns nothing (or `seconds` pass)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         victims = find()
@@ -265,11 +259,9 @@ def _sweep(find, seconds: float = 5.0) -> int:
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
-                killed += 1
             except (ProcessLookupError, PermissionError):
                 pass
         time.sleep(0.01)
-    return killed
 
 
 def _sweep_files(uid: int) -> None:
@@ -379,7 +371,6 @@ def run_program(job: Job, limits: Limits = Limits(), *, contain: Isolation | Non
                 "report_fd": write_fd,
                 "nonce": nonce,
                 "namespaces": list(iso.namespaces),
-                "private_tmp": "mount" in iso.namespaces,
                 "uid": uid,
                 "memory_mb": limits.memory_mb,
                 "cpu_s": max(1, int(limits.timeout_s) + 1),

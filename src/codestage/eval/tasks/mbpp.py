@@ -9,6 +9,7 @@ naming the task `prompt` and its imports `test_imports`). Exemplars come from th
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import ClassVar
@@ -117,7 +118,7 @@ def restore_test_imports(items: list[GenerationItem]) -> tuple[list[GenerationIt
         for m in missing:
             restored.setdefault(m, []).append(it.meta["task_id"])
         setup = "\n".join([*(f"import {m}" for m in missing), it.test_setup]).strip("\n")
-        out.append(GenerationItem(it.doc_id, it.prompt, it.reference, it.tests, setup, it.entry_point, it.meta) if missing else it)
+        out.append(dataclasses.replace(it, test_setup=setup) if missing else it)
     return out, restored
 
 
@@ -137,10 +138,11 @@ class MbppSanitized(_Mbpp):
         return [self._path(), self.root / "mbpp.jsonl"]
 
     def load(self) -> list[GenerationItem]:
-        self.need(self._path())
-        items = read_mbpp(self._path())
+        path = self._path()
+        self.need(path)
+        items = read_mbpp(path)
         self.notes: list[str] = []
-        if self._path().suffix == ".jsonl":  # the reformatted copy without `test_imports`
+        if path.suffix == ".jsonl":  # the reformatted copy without `test_imports`
             items, restored = restore_test_imports(items)
             self.notes = [f"test imports restored (lost in this copy of the file): import {m} for task ids "
                           f"{', '.join(map(str, ids))}" for m, ids in restored.items()]
