@@ -135,13 +135,13 @@ def hf_model(conf, device: str = "cuda"):
 
 
 def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, workdir: Path, act_ckpt: bool,
-             float8: bool = False) -> dict:
+             float8: bool = False, compile_scope: str = "blocks") -> dict:
     from codestage.train.loop import train
 
     model = hf_model(conf)
     cfg = TrainConfig(steps=warmup + steps, batch_size=micro, grad_accum=accum, seq_len=seq, lr=3e-4, warmup_steps=1,
                       log_every=10**6, dtype="bfloat16", compile="on", device="cuda", tensorboard=False,
-                      activation_checkpointing=act_ckpt, float8=float8)
+                      activation_checkpointing=act_ckpt, float8=float8, compile_scope=compile_scope)
     marks: dict[int, float] = {}
 
     def on_step(done: int) -> None:
@@ -223,7 +223,6 @@ def _time_plain(model, mean_loss, vocab: int, micro: int, accum: int, seq: int, 
         opt.zero_grad(set_to_none=True)
 
     out = time_steps(step, warmup, steps, micro * accum * seq)
-    del model, opt, batches
     return out
 
 
@@ -243,6 +242,8 @@ def main() -> None:
                     "(hf: LlamaForCausalLM + torch.compile; gpt2: plain GPT-2-style model compiled per block)")
     ap.add_argument("--peer-compile", choices=["model", "blocks"], default="model", help="how the hf peer is compiled")
     ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument("--compile-scope", choices=["blocks", "decoder"], default="blocks",
+                    help="ours: train.compile_scope (one compiled graph per block, or the whole decoder)")
     ap.add_argument("--sdpa", choices=["default", "cudnn", "flash"], default="default",
                     help="restrict scaled_dot_product_attention to one backend (both runs)")
     ap.add_argument("--json", type=Path, default=Path("train_throughput.json"), help="where to write the results")
@@ -279,7 +280,7 @@ def main() -> None:
                                            "gpt2": "GPT-2-style PyTorch model (bench/gpt2_peer.py), compiled per block, "
                                                    "fused AdamW, bf16 autocast"},
                "peer": "the faster of the peers run, per preset",
-               "sdpa": a.sdpa, "command": " ".join(sys.argv), "presets": {}}
+               "sdpa": a.sdpa, "compile_scope": a.compile_scope, "command": " ".join(sys.argv), "presets": {}}
     workdir = Path(tempfile.mkdtemp(prefix="cs-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     for preset in [p.strip() for p in a.presets.split(",") if p.strip()]:
         conf = model_config(preset, a.vocab, eos_token_id=0, pad_token_id=0, max_position_embeddings=max(a.seq, 1024))
@@ -296,7 +297,7 @@ def main() -> None:
             try:
                 if who.startswith("ours"):
                     r = run_ours(conf, mb, a.accum, a.seq, a.warmup, a.steps, workdir, a.activation_checkpointing,
-                                 float8=who == "ours_fp8")
+                                 float8=who == "ours_fp8", compile_scope=a.compile_scope)
                 elif who == "peer_hf":
                     r = run_peer(conf, mb, a.accum, a.seq, a.warmup, a.steps, a.peer_compile)
                 else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -71,6 +72,31 @@ def build(conf, variant: str):
     return m, step_loss
 
 
+KINDS = [  # first match wins; kernel names as cuBLAS, cuDNN, inductor and torchao name them
+    ("attention", re.compile(r"flash|fmha|sdpa|attention", re.I)),
+    ("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|cublas|scaled_mm", re.I)),
+    ("optimizer", re.compile(r"adam|multi_tensor|foreach", re.I)),
+    ("loss softmax", re.compile(r"softmax|logsumexp|cross_entropy|nll", re.I)),
+    ("fused elementwise (triton)", re.compile(r"^triton_", re.I)),
+    ("copy / fill", re.compile(r"memcpy|memset|copy|fill", re.I)),
+]
+
+
+def gpu_time_by_kind(averages) -> str:
+    """GPU kernel time of one profiled step, summed by kind: where the step's time goes."""
+    totals: dict[str, float] = {}
+    for e in averages:
+        us = getattr(e, "self_device_time_total", 0) or 0
+        if us <= 0 or e.cpu_time_total > 0:
+            continue  # an op or launch on the CPU side: its kernels are rows of their own, with no CPU time
+        kind = next((k for k, rx in KINDS if rx.search(e.key)), "other")
+        totals[kind] = totals.get(kind, 0.0) + us
+    whole = sum(totals.values()) or 1.0
+    lines = [f"GPU kernel time {whole / 1e3:.1f} ms"]
+    lines += [f"  {k:<28} {v / 1e3:8.1f} ms  {100 * v / whole:5.1f}%" for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines)
+
+
 def run(conf, variant: str, micro: int, accum: int, seq: int, warmup: int, steps: int, prof_path: Path | None) -> dict:
     m, step_loss = build(conf, variant)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
@@ -93,10 +119,11 @@ def run(conf, variant: str, micro: int, accum: int, seq: int, warmup: int, steps
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
             step()
             torch.cuda.synchronize()
+        averages = p.key_averages()
         with prof_path.open("a") as f:
-            f.write(f"\n=== {variant} ===\n")
-            f.write(p.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90))
-    del m, opt, batches
+            f.write(f"\n=== {conf.hidden_size}x{conf.num_hidden_layers} {variant} ===\n")
+            f.write(gpu_time_by_kind(averages) + "\n")
+            f.write(averages.table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90))
     return out
 
 
@@ -110,7 +137,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--json", type=Path, required=True)
-    ap.add_argument("--profile", type=Path, default=None, help="write profiler tables of each preset's first variant here")
+    ap.add_argument("--profile", type=Path, default=None, help="write profiler tables (GPU time by kernel kind, top kernels) of each preset's first variant here")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "command": " ".join(sys.argv), "presets": {}}

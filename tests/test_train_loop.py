@@ -278,3 +278,26 @@ def test_residual_stream_stays_fp32_when_parameters_are_bf16():
         a, b = ref.hidden(ids), low.hidden(ids)
     assert a.dtype == b.dtype == torch.float32
     assert ((a - b).norm() / a.norm()).item() < 5e-3
+
+
+def test_whole_decoder_compile_trains_as_the_eager_model(tmp_path, tokenizer):
+    """train.compile_scope: decoder compiles embedding..final norm as one graph; the maths is unchanged."""
+    eager = smoke.job(tokenizer, TrainConfig(**{**CFG, "steps": 3}, compile="off"), tmp_path / "eager")
+    whole = smoke.job(tokenizer, TrainConfig(**{**CFG, "steps": 3}, compile="on", compile_scope="decoder"), tmp_path / "whole")
+    ref, got = _losses(tmp_path / "eager"), _losses(tmp_path / "whole")
+    assert [step for step, _ in got] == [step for step, _ in ref] == [1, 2, 3]
+    assert all(abs(a - b) <= 1e-4 * abs(a) for (_, a), (_, b) in zip(ref, got)), (ref, got)
+    assert whole.tokens == eager.tokens
+    model = build_model(model_config("tiny", 300, eos_token_id=0, pad_token_id=1), seed=0)
+    tm = Trainable(model, torch.device("cpu"), mixed=False, compile_blocks=True, activation_checkpointing=False,
+                   compile_decoder=True)
+    assert hasattr(tm.module.hidden, "_torchdynamo_orig_callable")  # one graph for the decoder ...
+    assert not hasattr(tm.module.blocks[0].forward, "_torchdynamo_orig_callable")  # ... not one per block
+
+
+def test_whole_decoder_compile_is_refused_with_several_processes(tmp_path, tokenizer, monkeypatch):
+    from codestage.train import parallel
+
+    monkeypatch.setattr(parallel, "choose", lambda *a, **k: "ddp")
+    with pytest.raises(ConfigError, match="compile_scope: decoder is for one process.*ddp"):
+        smoke.job(tokenizer, TrainConfig(**CFG, compile="off", compile_scope="decoder"), tmp_path / "r")

@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from codestage.atomic import atomic_dir, write_json
 from codestage.config import TrainConfig
-from codestage.errors import TrainingError
+from codestage.errors import ConfigError, TrainingError
 from codestage.train import checkpoint as ckpt
 from codestage.train import float8
 from codestage.train import parallel
@@ -148,7 +148,7 @@ def _fresh_compile_caches(model: PreTrainedModel, source: BatchSource, cfg: Trai
     """
     c = model.config
     dims = tuple(getattr(c, k, None) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"))
-    kind = (type(model).__name__, *dims, cfg.seq_len, cfg.batch_size, type(source).__name__, cfg.float8)
+    kind = (type(model).__name__, *dims, cfg.seq_len, cfg.batch_size, type(source).__name__, cfg.float8, cfg.compile_scope)
     if _compiled_for and _compiled_for[0] != kind:
         torch._dynamo.reset()
     _compiled_for[:] = [kind]
@@ -200,9 +200,14 @@ class _Run:
         if compile_on:
             _fresh_compile_caches(model, source, cfg)
         self.tm = Trainable(model, self.device, mixed=self.mixed, compile_blocks=compile_on,
-                            activation_checkpointing=cfg.activation_checkpointing, float8=cfg.float8)
+                            activation_checkpointing=cfg.activation_checkpointing, float8=cfg.float8,
+                            compile_decoder=cfg.compile_scope == "decoder")
         self.n_params = sum(p.numel() for p in self.tm.module.parameters())
         self.mode = parallel.choose(cfg.parallel, world, self.n_params)
+        if cfg.compile_scope == "decoder" and self.mode != "none":
+            raise ConfigError(f"train.compile_scope: decoder is for one process, and this run uses {self.mode} over "
+                              f"{world.size} processes; set train.compile_scope: blocks (the per-block graphs let "
+                              "gradient communication overlap the backward pass)")
         self.net = parallel.wrap(self.tm.module, self.mode, world, blocks=self.tm.blocks)
         self.params = [p for p in self.tm.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(

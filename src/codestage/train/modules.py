@@ -32,7 +32,7 @@ def _compiled_block_forward():
 
 class Trainable:
     def __init__(self, hf_model: PreTrainedModel, device: torch.device, *, mixed: bool, compile_blocks: bool,
-                 activation_checkpointing: bool, float8: bool = False) -> None:
+                 activation_checkpointing: bool, float8: bool = False, compile_decoder: bool = False) -> None:
         self.hf = hf_model
         self.fast = supports(hf_model.config)
         if self.fast:
@@ -46,7 +46,11 @@ class Trainable:
             m.compile_loss = compile_blocks and device.type == "cuda"
             if float8:
                 convert_blocks(m.blocks)
-            if compile_blocks:
+            if compile_blocks and compile_decoder:
+                # One graph from the embedding to the final norm: inductor fuses across block
+                # boundaries (the residual add with the next norm, float8 casts) and launches less.
+                m.hidden = torch.compile(m.hidden)
+            elif compile_blocks:
                 fwd = _compiled_block_forward()
                 for b in m.blocks:
                     b.forward = types.MethodType(fwd, b)
