@@ -222,8 +222,7 @@ def _time_plain(model, mean_loss, vocab: int, micro: int, accum: int, seq: int, 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    out = time_steps(step, warmup, steps, micro * accum * seq)
-    return out
+    return time_steps(step, warmup, steps, micro * accum * seq)
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ def test_right_padded_instruction_batches_need_no_mask(tokenizer):
     src = InstructSource(enc, preset_schedule("text_only", text="t"), {"t": {"s": 1.0}}, pad_id=tokenizer.pad_token_id, seed=0)
     b = src.next_batch(0.0, 4)
     assert (b["attention_mask"].sum(1) < b["attention_mask"].shape[1]).any()  # some rows are padded
-    tm = Trainable(hf, torch.device("cpu"), mixed=False, compile_blocks=False, activation_checkpointing=False)
+    tm = Trainable(hf, torch.device("cpu"), mixed=False, compile=None, activation_checkpointing=False)
     ref = build_model(conf, seed=0)
     with torch.no_grad():
         ours = tm.loss_sum(tm.module, b)
@@ -289,8 +289,7 @@ def test_whole_decoder_compile_trains_as_the_eager_model(tmp_path, tokenizer):
     assert all(abs(a - b) <= 1e-4 * abs(a) for (_, a), (_, b) in zip(ref, got)), (ref, got)
     assert whole.tokens == eager.tokens
     model = build_model(model_config("tiny", 300, eos_token_id=0, pad_token_id=1), seed=0)
-    tm = Trainable(model, torch.device("cpu"), mixed=False, compile_blocks=True, activation_checkpointing=False,
-                   compile_decoder=True)
+    tm = Trainable(model, torch.device("cpu"), mixed=False, compile="decoder", activation_checkpointing=False)
     assert hasattr(tm.module.hidden, "_torchdynamo_orig_callable")  # one graph for the decoder ...
     assert not hasattr(tm.module.blocks[0].forward, "_torchdynamo_orig_callable")  # ... not one per block
 

@@ -199,9 +199,8 @@ class _Run:
             float8.check_available(self.device)
         if compile_on:
             _fresh_compile_caches(model, source, cfg)
-        self.tm = Trainable(model, self.device, mixed=self.mixed, compile_blocks=compile_on,
-                            activation_checkpointing=cfg.activation_checkpointing, float8=cfg.float8,
-                            compile_decoder=cfg.compile_scope == "decoder")
+        self.tm = Trainable(model, self.device, mixed=self.mixed, compile=cfg.compile_scope if compile_on else None,
+                            activation_checkpointing=cfg.activation_checkpointing, float8=cfg.float8)
         self.n_params = sum(p.numel() for p in self.tm.module.parameters())
         self.mode = parallel.choose(cfg.parallel, world, self.n_params)
         if cfg.compile_scope == "decoder" and self.mode != "none":

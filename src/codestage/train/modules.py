@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,9 @@ def _compiled_block_forward():
 
 
 class Trainable:
-    def __init__(self, hf_model: PreTrainedModel, device: torch.device, *, mixed: bool, compile_blocks: bool,
-                 activation_checkpointing: bool, float8: bool = False, compile_decoder: bool = False) -> None:
+    def __init__(self, hf_model: PreTrainedModel, device: torch.device, *, mixed: bool,
+                 compile: Literal["blocks", "decoder"] | None, activation_checkpointing: bool, float8: bool = False) -> None:
+        """`compile`: one compiled graph per block, one for the whole decoder, or None (eager)."""
         self.hf = hf_model
         self.fast = supports(hf_model.config)
         if self.fast:
@@ -43,14 +44,14 @@ class Trainable:
             m.from_hf_state_dict(hf_model.state_dict())
             m.compute_dtype = torch.bfloat16 if mixed else None
             m.checkpoint_blocks = activation_checkpointing
-            m.compile_loss = compile_blocks and device.type == "cuda"
+            m.compile_loss = compile is not None and device.type == "cuda"
             if float8:
                 convert_blocks(m.blocks)
-            if compile_blocks and compile_decoder:
+            if compile == "decoder":
                 # One graph from the embedding to the final norm: inductor fuses across block
                 # boundaries (the residual add with the next norm, float8 casts) and launches less.
                 m.hidden = torch.compile(m.hidden)
-            elif compile_blocks:
+            elif compile == "blocks":
                 fwd = _compiled_block_forward()
                 for b in m.blocks:
                     b.forward = types.MethodType(fwd, b)
