@@ -9,6 +9,8 @@ clipping, the same shapes) under variants, so the gap can be attributed:
   whole+chunked    torch.compile of the whole decoder (embedding .. final norm), chunked CE compiled
   whole+plain      torch.compile of decoder and a plain logits + cross_entropy loss in one graph
   ...+fp8          any of them with the blocks' linear layers in float8 (torchao, tensorwise scaling)
+  ...+cg           the compiled decoder / blocks as CUDA graphs (mode="reduce-overhead"); gradients
+                   are kept allocated (zero_grad(set_to_none=False)) so a replay never overwrites one
   (see --variants), then torch.profiler tables (top CUDA kernels) for the first variant.
 
     python bench/train_variants.py --presets 125m,350m --json OUT/variants.json --profile OUT/prof.txt
@@ -45,15 +47,16 @@ def build(conf, variant: str):
     blocks, loss_kind, *extra = variant.split("+")
     if "fp8" in extra:
         convert_blocks(m.blocks)  # what train.float8 does
+    mode = "reduce-overhead" if "cg" in extra else None
     if blocks == "blocks":
-        fwd = torch.compile(type(m.blocks[0]).forward)
+        fwd = torch.compile(type(m.blocks[0]).forward, mode=mode)
         import types
 
         for b in m.blocks:
             b.forward = types.MethodType(fwd, b)
         hidden = m.hidden
     else:
-        hidden = torch.compile(m.hidden)
+        hidden = torch.compile(m.hidden, mode=mode)
 
     if loss_kind == "plain":
         def loss_of(h, labels):
@@ -102,15 +105,21 @@ def run(conf, variant: str, micro: int, accum: int, seq: int, warmup: int, steps
     opt = torch.optim.AdamW(m.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
     batches = gpu_batches(conf.vocab_size, micro, seq, accum)
     n = sum(b.numel() for b in batches)
+    graphs = "+cg" in variant
+    if graphs:
+        for p in m.parameters():
+            p.grad = torch.zeros_like(p)
 
     def step() -> None:
         for ids in batches:
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 loss = step_loss(ids)
             (loss / n).backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0, foreach=True)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=not graphs)
 
     out = time_steps(step, warmup, steps, n)
     if prof_path is not None:

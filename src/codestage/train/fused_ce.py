@@ -7,7 +7,8 @@ Here the tokens go through in chunks; for each chunk the loss and the gradient o
 and of the output matrix, and dropped. Backward only scales the stored gradients. Same FLOPs as
 the plain loss (one forward and two backward matmuls), a fraction of the memory.
 
-On CUDA the softmax/one-hot step is `torch.compile`d (one fused pass over the chunk's logits),
+On CUDA the softmax/one-hot step is a Triton kernel that overwrites the chunk's logits with their
+gradient (`ce_kernel.py`; `torch.compile`d PyTorch where Triton is missing),
 the hidden-state gradient is written by the matmul straight into its slice of the output, and the
 output-matrix gradient is accumulated by the matmul itself in fp32 (`addmm` with an fp32
 accumulator), so no per-chunk fp32 copy is written and added.
@@ -37,9 +38,17 @@ def _loss_and_grad(logits: torch.Tensor, t: torch.Tensor, vocab: int) -> tuple[t
     return loss, torch.where(valid[:, None], grad, 0.0).to(logits.dtype)
 
 
-def _loss_fn(compiled: bool):
+def _loss_fn(compiled: bool, device: torch.device):
+    """The chunk step to use: the Triton kernel on CUDA, else torch.compile's version, else eager."""
     if not compiled:
         return _loss_and_grad
+    if device.type == "cuda":
+        try:
+            from codestage.train.ce_kernel import loss_and_grad_
+        except ImportError:  # no Triton: the compiled PyTorch version below
+            pass
+        else:
+            return loss_and_grad_
     if "fn" not in _COMPILED:
         _COMPILED["fn"] = torch.compile(_loss_and_grad)
     return _COMPILED["fn"]
@@ -94,7 +103,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(h.device.type, enabled=False):
             vocab = w.shape[0]
             hc, wc = h.detach().to(cd), _padded(w.detach(), cd)
-            fn = _loss_fn(compiled)
+            fn = _loss_fn(compiled, h.device)
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
             grad_h = torch.empty_like(hc)
             grad_w = torch.zeros(wc.shape, dtype=torch.float32, device=w.device)
