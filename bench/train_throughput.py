@@ -135,25 +135,48 @@ def hf_model(conf, device: str = "cuda"):
 
 
 def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, workdir: Path, act_ckpt: bool,
-             float8: bool = False, compile_scope: str = "blocks") -> dict:
+             float8: bool = False, compile_scope: str = "blocks", profile: Path | None = None) -> dict:
+    """Our loop, timed from the end of warm-up; with `profile`, one more step runs under torch.profiler."""
     from codestage.train.loop import train
 
     model = hf_model(conf)
-    cfg = TrainConfig(steps=warmup + steps, batch_size=micro, grad_accum=accum, seq_len=seq, lr=3e-4, warmup_steps=1,
+    extra = 1 if profile else 0
+    cfg = TrainConfig(steps=warmup + steps + extra, batch_size=micro, grad_accum=accum, seq_len=seq, lr=3e-4, warmup_steps=1,
                       log_every=10**6, dtype="bfloat16", compile="on", device="cuda", tensorboard=False,
                       activation_checkpointing=act_ckpt, float8=float8, compile_scope=compile_scope)
     marks: dict[int, float] = {}
+    prof = None
 
     def on_step(done: int) -> None:
-        if done in (1, warmup, warmup + steps):
+        nonlocal prof
+        if done in (1, warmup, warmup + steps, warmup + steps + extra):
             torch.cuda.synchronize()
             marks[done] = time.perf_counter()
+        if profile and done == warmup + steps:
+            from torch.profiler import ProfilerActivity, profile as start_profile
+
+            prof = start_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            prof.__enter__()
+            marks[-1] = time.perf_counter()  # the profiled step starts here; the timed steps ended above
+        elif prof is not None and done == warmup + steps + 1:
+            prof.__exit__(None, None, None)
 
     t_start = time.perf_counter()
     res = train(model, _Tok(), RandomTokens(conf.vocab_size, seq), cfg, workdir / "ours", name="ours", progress=False,
                 on_step=on_step)
     tokens = steps * micro * accum * seq
     del model
+    if prof is not None:
+        from train_variants import gpu_time_by_kind
+
+        averages = prof.key_averages()
+        with profile.open("a") as f:
+            f.write(f"\n=== ours {conf.hidden_size}x{conf.num_hidden_layers} (one step in the trainer, "
+                    f"wall {1e3 * (marks[warmup + steps + 1] - marks[-1]):.1f} ms under the profiler) ===\n")
+            f.write(gpu_time_by_kind(averages) + "\n")
+            f.write(averages.table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
+            f.write("\nBy CPU time (host-side waits show here: synchronize, memcpy, host allocations):\n")
+            f.write(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90))
     return {"tokens_per_s": tokens / (marks[warmup + steps] - marks[warmup]), "first_step_s": marks[1] - t_start,
             "final_loss": res.final_loss, "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
 
@@ -246,6 +269,8 @@ def main() -> None:
     ap.add_argument("--sdpa", choices=["default", "cudnn", "flash"], default="default",
                     help="restrict scaled_dot_product_attention to one backend (both runs)")
     ap.add_argument("--json", type=Path, default=Path("train_throughput.json"), help="where to write the results")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="append a torch.profiler table of one of our trainer's steps (after the timed ones) here")
     a = ap.parse_args()
     peers = [] if a.skip_peer else [f"peer_{p.strip()}" for p in a.peers.split(",") if p.strip()]
     unknown = {p[5:] for p in peers} - {"hf", "gpt2"}
@@ -296,7 +321,7 @@ def main() -> None:
             try:
                 if who.startswith("ours"):
                     r = run_ours(conf, mb, a.accum, a.seq, a.warmup, a.steps, workdir, a.activation_checkpointing,
-                                 float8=who == "ours_fp8", compile_scope=a.compile_scope)
+                                 float8=who == "ours_fp8", compile_scope=a.compile_scope, profile=a.profile)
                 elif who == "peer_hf":
                     r = run_peer(conf, mb, a.accum, a.seq, a.warmup, a.steps, a.peer_compile)
                 else:

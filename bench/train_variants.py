@@ -79,7 +79,7 @@ KINDS = [  # first match wins; kernel names as cuBLAS, cuDNN, inductor and torch
     ("attention", re.compile(r"flash|fmha|sdpa|attention", re.I)),
     ("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|cublas|scaled_mm", re.I)),
     ("optimizer", re.compile(r"adam|multi_tensor|foreach", re.I)),
-    ("loss softmax", re.compile(r"softmax|logsumexp|cross_entropy|nll", re.I)),
+    ("loss softmax", re.compile(r"softmax|logsumexp|cross_entropy|nll|loss_and_grad", re.I)),
     ("fused elementwise (triton)", re.compile(r"^triton_", re.I)),
     ("copy / fill", re.compile(r"memcpy|memset|copy|fill", re.I)),
 ]
@@ -133,6 +133,8 @@ def run(conf, variant: str, micro: int, accum: int, seq: int, warmup: int, steps
             f.write(f"\n=== {conf.hidden_size}x{conf.num_hidden_layers} {variant} ===\n")
             f.write(gpu_time_by_kind(averages) + "\n")
             f.write(averages.table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90))
+            f.write("\nBy CPU time (host-side waits show here: synchronize, memcpy, host allocations):\n")
+            f.write(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90))
     return out
 
 
