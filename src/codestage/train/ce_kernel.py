@@ -2,9 +2,9 @@
 
 Why: the compiled PyTorch version (`fused_ce._loss_and_grad`) becomes one inductor reduction that
 reads the chunk's logits three times (max, sum of exponentials, gradient) and writes the gradient
-once. This kernel keeps a running max and sum (online softmax), so it reads each row twice, and the
-second read of a 100 KB row mostly comes from L2; the gradient overwrites the logits in place, so no
-second chunk-sized buffer is allocated. Same math as `_loss_and_grad`: fp32 inside, columns from
+once. This kernel keeps a running max and sum (online softmax), so it reads each row twice, and
+the gradient overwrites the logits in place, so no second chunk-sized buffer is allocated (392 us
+against 591-633 us per 4,096 x 50,304 chunk on an H200: bench/ce_kernel.py). Same math as `_loss_and_grad`: fp32 inside, columns from
 `vocab` on are padding (no probability, no gradient), rows whose target is -100 get zero gradient.
 
 Runs where Triton runs: on CUDA, and on CPU tensors under TRITON_INTERPRET=1 (how the tests check it).
