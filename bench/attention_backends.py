@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from cuda_timing import median_ms
+
 # preset: (micro-batch rows, heads, head_dim), as in train_throughput / the model presets
 SHAPES = {"125m": (16, 12, 64), "350m": (16, 16, 64), "760m": (8, 16, 96), "1.3b": (8, 16, 128)}
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "default": None, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -41,16 +43,8 @@ def time_backend(backend: SDPBackend | None, q, k, v, grad, iters: int) -> tuple
         q_grad = q.grad.clone()
         for _ in range(2):
             step()
-        times = []
-        for _ in range(iters):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2], out.detach(), q_grad
+        ms = median_ms(step, iters)
+    return ms, out.detach(), q_grad
 
 
 def main() -> None:

@@ -19,19 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from codestage.train.ce_kernel import loss_and_grad_  # noqa: E402
+from cuda_timing import median_ms  # noqa: E402
 from codestage.train.fused_ce import _loss_and_grad  # noqa: E402
-
-
-def median_us(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -57,7 +46,7 @@ def main() -> None:
         out["results"][name] = {"us": round(us, 1), "GB_per_s_vs_one_read_one_write": round(ideal_bytes / us / 1e3, 1)}
         print(name, out["results"][name], flush=True)
 
-    record("compiled", median_us(lambda: compiled(logits, targets, a.vocab), a.reps))
+    record("compiled", 1e3 * median_ms(lambda: compiled(logits, targets, a.vocab), a.reps))
     for cfg in a.configs.split(","):
         block, warps = (int(v) for v in cfg.split(":"))
         work.copy_(logits)
@@ -68,7 +57,7 @@ def main() -> None:
         out["results"].setdefault("errors", {})[cfg] = err
         # the kernel overwrites its input; its time does not depend on the values, so the timed runs
         # simply work on the previous run's gradient
-        record(f"triton {cfg}", median_us(lambda: loss_and_grad_(work, targets, a.vocab, block=block, num_warps=warps), a.reps))
+        record(f"triton {cfg}", 1e3 * median_ms(lambda: loss_and_grad_(work, targets, a.vocab, block=block, num_warps=warps), a.reps))
     a.json.write_text(json.dumps(out, indent=1))
 
 

@@ -156,10 +156,10 @@ def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, wo
             from torch.profiler import ProfilerActivity, profile as start_profile
 
             prof = start_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-            prof.__enter__()
+            prof.start()
             marks[-1] = time.perf_counter()  # the profiled step starts here; the timed steps ended above
         elif prof is not None and done == warmup + steps + 1:
-            prof.__exit__(None, None, None)
+            prof.stop()
 
     t_start = time.perf_counter()
     res = train(model, _Tok(), RandomTokens(conf.vocab_size, seq), cfg, workdir / "ours", name="ours", progress=False,
@@ -167,16 +167,10 @@ def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, wo
     tokens = steps * micro * accum * seq
     del model
     if prof is not None:
-        from train_variants import gpu_time_by_kind
+        from train_variants import append_profile
 
-        averages = prof.key_averages()
-        with profile.open("a") as f:
-            f.write(f"\n=== ours {conf.hidden_size}x{conf.num_hidden_layers} (one step in the trainer, "
-                    f"wall {1e3 * (marks[warmup + steps + 1] - marks[-1]):.1f} ms under the profiler) ===\n")
-            f.write(gpu_time_by_kind(averages) + "\n")
-            f.write(averages.table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
-            f.write("\nBy CPU time (host-side waits show here: synchronize, memcpy, host allocations):\n")
-            f.write(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90))
+        append_profile(profile, f"ours {conf.hidden_size}x{conf.num_hidden_layers} (one step in the trainer, wall "
+                       f"{1e3 * (marks[warmup + steps + 1] - marks[-1]):.1f} ms under the profiler)", prof.key_averages())
     return {"tokens_per_s": tokens / (marks[warmup + steps] - marks[warmup]), "first_step_s": marks[1] - t_start,
             "final_loss": res.final_loss, "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
 

@@ -100,6 +100,16 @@ def gpu_time_by_kind(averages) -> str:
     return "\n".join(lines)
 
 
+def append_profile(path: Path, title: str, averages) -> None:
+    """Append one profiled step's tables to `path`: GPU time by kind, top CUDA kernels, top CPU ops."""
+    with path.open("a") as f:
+        f.write(f"\n=== {title} ===\n")
+        f.write(gpu_time_by_kind(averages) + "\n")
+        f.write(averages.table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90))
+        f.write("\nBy CPU time (host-side waits show here: synchronize, memcpy, host allocations):\n")
+        f.write(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90))
+
+
 def run(conf, variant: str, micro: int, accum: int, seq: int, warmup: int, steps: int, prof_path: Path | None) -> dict:
     m, step_loss = build(conf, variant)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
@@ -128,13 +138,7 @@ def run(conf, variant: str, micro: int, accum: int, seq: int, warmup: int, steps
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
             step()
             torch.cuda.synchronize()
-        averages = p.key_averages()
-        with prof_path.open("a") as f:
-            f.write(f"\n=== {conf.hidden_size}x{conf.num_hidden_layers} {variant} ===\n")
-            f.write(gpu_time_by_kind(averages) + "\n")
-            f.write(averages.table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90))
-            f.write("\nBy CPU time (host-side waits show here: synchronize, memcpy, host allocations):\n")
-            f.write(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90))
+        append_profile(prof_path, f"{conf.hidden_size}x{conf.num_hidden_layers} {variant}", p.key_averages())
     return out
 
 

@@ -42,16 +42,15 @@ def _loss_fn(compiled: bool, device: torch.device):
     """The chunk step to use: the Triton kernel on CUDA, else torch.compile's version, else eager."""
     if not compiled:
         return _loss_and_grad
-    if device.type == "cuda":
-        try:
-            from codestage.train.ce_kernel import loss_and_grad_
-        except ImportError:  # no Triton: the compiled PyTorch version below
-            pass
-        else:
-            return loss_and_grad_
     if "fn" not in _COMPILED:
         _COMPILED["fn"] = torch.compile(_loss_and_grad)
-    return _COMPILED["fn"]
+    if device.type == "cuda" and "cuda" not in _COMPILED:  # looked up once: a failed import searches sys.path
+        try:
+            from codestage.train.ce_kernel import loss_and_grad_
+        except ImportError:  # no Triton: the compiled PyTorch version
+            loss_and_grad_ = _COMPILED["fn"]
+        _COMPILED["cuda"] = loss_and_grad_
+    return _COMPILED["cuda"] if device.type == "cuda" else _COMPILED["fn"]
 
 
 def chunk_rows(vocab: int, logits_bytes: int = 2**29) -> int:
