@@ -2,9 +2,10 @@
 
 For each preset (default 125m, 350m, 760m, 1.3b; sequence 1024; vocabulary 50257) it runs
 
-  ours  codestage.train.loop.train(): our Llama (fused QKV / gate-up, SDPA, per-block
-        torch.compile), chunked linear+cross-entropy, bf16 autocast over fp32 master weights,
-        fused AdamW, prefetch thread, deferred loss reads; random token batches.
+  ours  codestage.train.loop.train(): our Llama (fused QKV / gate-up, SDPA, torch.compile of
+        the decoder, Triton SwiGLU), chunked linear+cross-entropy (Triton softmax/gradient step),
+        bf16 autocast over fp32 master weights, fused AdamW, prefetch thread, deferred loss
+        reads; random token batches.
   peer  the faster of two plain baselines (--peers), as issue 4 defines the peer figure:
         hf    Hugging Face LlamaForCausalLM + torch.compile(model) + fused AdamW, the HF loss;
         gpt2  a GPT-2-style PyTorch model at the same width/depth/heads, compiled per block,
@@ -96,6 +97,8 @@ def cuda_correctness() -> dict:
 class RandomTokens:
     """A BatchSource of seeded random token rows (throughput does not depend on the text)."""
 
+    fixed_width = True
+
     def __init__(self, vocab: int, seq: int, seed: int = 0) -> None:
         self.vocab, self.seq = vocab, seq
         self.gen = torch.Generator().manual_seed(seed)
@@ -135,7 +138,7 @@ def hf_model(conf, device: str = "cuda"):
 
 
 def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, workdir: Path, act_ckpt: bool,
-             float8: bool = False, compile_scope: str = "blocks", profile: Path | None = None) -> dict:
+             float8: bool = False, compile_scope: str = "auto", profile: Path | None = None) -> dict:
     """Our loop, timed from the end of warm-up; with `profile`, one more step runs under torch.profiler."""
     from codestage.train.loop import train
 
@@ -258,8 +261,9 @@ def main() -> None:
                     "(hf: LlamaForCausalLM + torch.compile; gpt2: plain GPT-2-style model compiled per block)")
     ap.add_argument("--peer-compile", choices=["model", "blocks"], default="model", help="how the hf peer is compiled")
     ap.add_argument("--activation-checkpointing", action="store_true")
-    ap.add_argument("--compile-scope", choices=["blocks", "decoder"], default="blocks",
-                    help="ours: train.compile_scope (one compiled graph per block, or the whole decoder)")
+    ap.add_argument("--compile-scope", choices=["auto", "blocks", "decoder"], default="auto",
+                    help="ours: train.compile_scope (one compiled graph per block, or the whole decoder; auto, the "
+                    "trainer's default, is the decoder here: one process, fixed-width batches)")
     ap.add_argument("--sdpa", choices=["default", "cudnn", "flash"], default="default",
                     help="restrict scaled_dot_product_attention to one backend (both runs)")
     ap.add_argument("--json", type=Path, default=Path("train_throughput.json"), help="where to write the results")

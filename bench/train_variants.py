@@ -9,6 +9,7 @@ clipping, the same shapes) under variants, so the gap can be attributed:
   whole+chunked    torch.compile of the whole decoder (embedding .. final norm), chunked CE compiled
   whole+plain      torch.compile of decoder and a plain logits + cross_entropy loss in one graph
   ...+fp8          any of them with the blocks' linear layers in float8 (torchao, tensorwise scaling)
+  ...+swiglu       the MLPs' silu(gate) * up as swiglu.py's Triton kernels (as the trainer runs on CUDA)
   ...+cg           the compiled decoder / blocks as CUDA graphs (mode="reduce-overhead"); gradients
                    are kept allocated (zero_grad(set_to_none=False)) so a replay never overwrites one
   (see --variants), then torch.profiler tables (top CUDA kernels) for the first variant.
@@ -47,6 +48,8 @@ def build(conf, variant: str):
     blocks, loss_kind, *extra = variant.split("+")
     if "fp8" in extra:
         convert_blocks(m.blocks)  # what train.float8 does
+    if "swiglu" in extra and not m.use_triton_kernels():
+        raise SystemExit("+swiglu needs Triton")
     mode = "reduce-overhead" if "cg" in extra else None
     if blocks == "blocks":
         fwd = torch.compile(type(m.blocks[0]).forward, mode=mode)
@@ -80,7 +83,7 @@ KINDS = [  # first match wins; kernel names as cuBLAS, cuDNN, inductor and torch
     ("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|cublas|scaled_mm", re.I)),
     ("optimizer", re.compile(r"adam|multi_tensor|foreach", re.I)),
     ("loss softmax", re.compile(r"softmax|logsumexp|cross_entropy|nll|loss_and_grad", re.I)),
-    ("fused elementwise (triton)", re.compile(r"^triton_", re.I)),
+    ("fused elementwise (triton)", re.compile(r"^triton_|silu_mul", re.I)),
     ("copy / fill", re.compile(r"memcpy|memset|copy|fill", re.I)),
 ]
 

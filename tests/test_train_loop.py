@@ -229,13 +229,15 @@ def test_compile_caches_reset_only_when_the_kind_of_run_changes(monkeypatch):
 
     small = build_model(model_config("tiny", 300, eos_token_id=0, pad_token_id=1), seed=0)
     cfg = TrainConfig(**CFG)
-    loop._fresh_compile_caches(small, Pretraining(), cfg)
-    loop._fresh_compile_caches(small, Pretraining(), cfg)
+    loop._fresh_compile_caches(small, Pretraining(), cfg, "decoder")
+    loop._fresh_compile_caches(small, Pretraining(), cfg, "decoder")
     assert resets == []  # NL and CODE arms of one shape: compiled once
-    loop._fresh_compile_caches(small, Instructions(), cfg)
+    loop._fresh_compile_caches(small, Instructions(), cfg, "blocks")
     assert resets == [1]  # variable-width instruction batches: fresh caches
-    loop._fresh_compile_caches(small, Instructions(), TrainConfig(**{**CFG, "seq_len": 64}))
+    loop._fresh_compile_caches(small, Instructions(), TrainConfig(**{**CFG, "seq_len": 64}), "blocks")
     assert resets == [1, 1]
+    loop._fresh_compile_caches(small, Instructions(), TrainConfig(**{**CFG, "seq_len": 64}), "decoder")
+    assert resets == [1, 1, 1]  # another compile scope: other graphs
 
 
 def test_loss_chunks_are_even_where_a_divisor_allows():
@@ -300,3 +302,23 @@ def test_whole_decoder_compile_is_refused_with_several_processes(tmp_path, token
     monkeypatch.setattr(parallel, "choose", lambda *a, **k: "ddp")
     with pytest.raises(ConfigError, match="compile_scope: decoder is for one process.*ddp"):
         smoke.job(tokenizer, TrainConfig(**CFG, compile="off", compile_scope="decoder"), tmp_path / "r")
+
+
+def test_compile_scope_auto_takes_the_whole_decoder_only_where_it_never_recompiles():
+    from codestage.train.instruct import InstructSource
+    from codestage.train.loop import compile_scope
+    from codestage.train.pretrain import PretrainSource
+
+    class Fixed:
+        fixed_width = True
+
+    auto = TrainConfig(**CFG)
+    assert auto.compile_scope == "auto"
+    assert PretrainSource.fixed_width and not InstructSource.fixed_width
+    assert compile_scope(auto, 1, Fixed()) == "decoder"
+    assert compile_scope(auto, 2, Fixed()) == "blocks"  # DDP/FSDP2 overlap communication with per-block graphs
+    assert compile_scope(auto, 1, InstructSource.__new__(InstructSource)) == "blocks"  # widths vary
+    assert compile_scope(auto, 1, object()) == "blocks"  # a source that does not say
+    assert compile_scope(TrainConfig(**CFG, activation_checkpointing=True), 1, Fixed()) == "blocks"
+    assert compile_scope(TrainConfig(**CFG, compile_scope="blocks"), 1, Fixed()) == "blocks"
+    assert compile_scope(TrainConfig(**CFG, compile_scope="decoder"), 2, object()) == "decoder"  # asked for: the loop refuses it

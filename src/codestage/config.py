@@ -100,11 +100,12 @@ class TrainConfig(_Strict):
     parallel: Literal["auto", "none", "ddp", "fsdp"] = Field("auto", description="auto: DDP for several processes, FSDP2 above 3B parameters")
     fsdp_keep_gathered: bool = Field(True, description="FSDP2: keep the gathered weights between the micro-batches of a "
                                      "step (fewer all-gathers; the memory of a full fp32 copy of the weights)")
-    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile per transformer block; auto = on CUDA")
-    compile_scope: Literal["blocks", "decoder"] = Field(
-        "blocks", description="what one compiled graph holds: one transformer block (compiles in seconds), or the whole "
-        "decoder (1-3% more tokens/s on an H200, for 45-120 s of compiling instead of seconds; one process only, "
-        "as DDP/FSDP2 overlap gradient communication with the per-block graphs)")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile (what one graph holds: compile_scope); auto = on CUDA")
+    compile_scope: Literal["auto", "blocks", "decoder"] = Field(
+        "auto", description="what one compiled graph holds: one transformer block (compiles in seconds), or the whole "
+        "decoder (1-4% more tokens/s on an H200, for 20-45 s of compiling, 70-125 s with float8; one process only, "
+        "as DDP/FSDP2 overlap gradient communication with the per-block graphs). auto: the decoder for one process "
+        "on fixed-width batches (pretraining) without activation checkpointing, else blocks")
     activation_checkpointing: bool = False
     float8: bool = Field(False, description="float8 matmuls in the transformer blocks (torchao, tensorwise scaling; "
                          "CUDA compute capability 8.9+); pays from about 1B parameters")

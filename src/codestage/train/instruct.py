@@ -61,6 +61,8 @@ def encode_example(example: Example, tokenizer: PreTrainedTokenizerBase, templat
 class InstructSource:
     """BatchSource over instruction sets: one example per row, padded to the longest in the batch."""
 
+    fixed_width = False  # padding is trimmed per batch, so widths vary
+
     def __init__(self, sets: Mapping[str, Sequence[Encoded]], schedule: Schedule,
                  groups: Mapping[str, Mapping[str, float]], *, pad_id: int, seed: int) -> None:
         empty = [n for n, xs in sets.items() if not xs]

@@ -1,7 +1,8 @@
 """A compile-friendly Llama for training, weight-for-weight the Hugging Face `LlamaForCausalLM`.
 
 Why our own module: fused QKV and gate/up projections (fewer, larger matmuls), SDPA with
-`is_causal` (flash / cuDNN attention), RoPE tables computed once, per-block `torch.compile`, and a
+`is_causal` (flash / cuDNN attention), RoPE tables computed once, SwiGLU as a Triton op on CUDA
+(`swiglu.py`, via `use_triton_kernels`), `torch.compile` per block or of the whole decoder, and a
 loss computed inside `forward` by the chunked linear + cross-entropy (`fused_ce.py`), so the full
 [tokens x vocab] logits are never materialised. Checkpoints stay plain HF directories: weights go
 through `from_hf_state_dict` / `to_hf_state_dict` (a split/concat of the fused matrices).
@@ -86,15 +87,21 @@ class Attention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(b, t, self.heads * hd))
 
 
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up for gate_up = [gate | up]; swiglu.py has the same as a fused CUDA kernel."""
+    g, u = gate_up.chunk(2, dim=-1)
+    return F.silu(g) * u
+
+
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, dim, bias=False)
+        self.silu_mul = silu_mul  # FastLlama.use_triton_kernels() puts swiglu.py's kernel here
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g, u = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(g) * u)
+        return self.down(self.silu_mul(self.gate_up(x)))
 
 
 class Block(nn.Module):
@@ -144,6 +151,16 @@ class FastLlama(nn.Module):
         freqs = torch.arange(cfg.max_position_embeddings, dtype=torch.float32, device=dev)[:, None] * inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         self.cos, self.sin = emb.cos(), emb.sin()
+
+    def use_triton_kernels(self) -> bool:
+        """Run the MLPs' silu(gate) * up through swiglu.py's Triton kernels; False where Triton is missing."""
+        try:
+            from codestage.train.swiglu import silu_mul as fused
+        except ImportError:
+            return False
+        for block in self.blocks:
+            block.mlp.silu_mul = fused
+        return True
 
     def output_weight(self) -> torch.Tensor:
         return self.embed.weight if self.lm_head is None else self.lm_head.weight

@@ -43,7 +43,12 @@ checkpoint_step = ckpt.checkpoint_step  # public: the runner and the CLI ask it
 
 
 class BatchSource(Protocol):
-    """Where training rows come from; must be resumable and account for what it served."""
+    """Where training rows come from; must be resumable and account for what it served.
+
+    A source may set `fixed_width = True` when every batch is rows x seq_len with no padding
+    (pretraining): one compiled graph of the whole decoder then never recompiles, and
+    train.compile_scope: auto uses it.
+    """
 
     def next_batch(self, fraction: float, rows: int) -> dict[str, torch.Tensor]:
         """`rows` sequences for the step at training `fraction`: input_ids, labels[, attention_mask]."""
@@ -138,7 +143,16 @@ def _rng_state() -> dict[str, Any]:
 _compiled_for: list[tuple] = []  # the kind of run the process's compile caches were built for
 
 
-def _fresh_compile_caches(model: PreTrainedModel, source: BatchSource, cfg: TrainConfig) -> None:
+def compile_scope(cfg: TrainConfig, world_size: int, source: BatchSource) -> str:
+    """train.compile_scope with auto resolved: the whole decoder as one graph where it pays and
+    never recompiles (one process, fixed-width batches, no activation checkpointing), else per block."""
+    if cfg.compile_scope != "auto":
+        return cfg.compile_scope
+    whole = world_size == 1 and bool(getattr(source, "fixed_width", False)) and not cfg.activation_checkpointing
+    return "decoder" if whole else "blocks"
+
+
+def _fresh_compile_caches(model: PreTrainedModel, source: BatchSource, cfg: TrainConfig, scope: str) -> None:
     """Reset torch.compile's caches when this run's shapes differ from the last compiled run's.
 
     Why: every run in a process shares one compiled Block.forward and one compiled loss chunk. A
@@ -148,7 +162,7 @@ def _fresh_compile_caches(model: PreTrainedModel, source: BatchSource, cfg: Trai
     """
     c = model.config
     dims = tuple(getattr(c, k, None) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"))
-    kind = (type(model).__name__, *dims, cfg.seq_len, cfg.batch_size, type(source).__name__, cfg.float8, cfg.compile_scope)
+    kind = (type(model).__name__, *dims, cfg.seq_len, cfg.batch_size, type(source).__name__, cfg.float8, scope)
     if _compiled_for and _compiled_for[0] != kind:
         torch._dynamo.reset()
     _compiled_for[:] = [kind]
@@ -197,13 +211,14 @@ class _Run:
         compile_on = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
         if cfg.float8:
             float8.check_available(self.device)
+        self.scope = compile_scope(cfg, world.size, source)
         if compile_on:
-            _fresh_compile_caches(model, source, cfg)
-        self.tm = Trainable(model, self.device, mixed=self.mixed, compile=cfg.compile_scope if compile_on else None,
+            _fresh_compile_caches(model, source, cfg, self.scope)
+        self.tm = Trainable(model, self.device, mixed=self.mixed, compile=self.scope if compile_on else None,
                             activation_checkpointing=cfg.activation_checkpointing, float8=cfg.float8)
         self.n_params = sum(p.numel() for p in self.tm.module.parameters())
         self.mode = parallel.choose(cfg.parallel, world, self.n_params)
-        if cfg.compile_scope == "decoder" and self.mode != "none":
+        if self.scope == "decoder" and self.mode != "none":
             raise ConfigError(f"train.compile_scope: decoder is for one process, and this run uses {self.mode} over "
                               f"{world.size} processes; set train.compile_scope: blocks (the per-block graphs let "
                               "gradient communication overlap the backward pass)")

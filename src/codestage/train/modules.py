@@ -45,6 +45,8 @@ class Trainable:
             m.compute_dtype = torch.bfloat16 if mixed else None
             m.checkpoint_blocks = activation_checkpointing
             m.compile_loss = compile is not None and device.type == "cuda"
+            if device.type == "cuda":
+                m.use_triton_kernels()
             if float8:
                 convert_blocks(m.blocks)
             if compile == "decoder":

@@ -29,6 +29,8 @@ def build_schedule(mix: MixtureConfig, groups: Mapping[str, Mapping[str, float]]
 class PretrainSource:
     """BatchSource over token stores: every row is `seq_len` tokens of one source; loss on all."""
 
+    fixed_width = True
+
     def __init__(self, sampler: SequenceSampler) -> None:
         self.sampler = sampler
 
