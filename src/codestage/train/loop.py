@@ -316,7 +316,10 @@ class _Run:
                    TimeRemainingColumn()]
         stop = _StopRequests()
         try:
-            with stop, Progress(*columns, console=self.console, disable=not self.progress, transient=False) as bar:
+            # Redrawn twice a second, not Rich's default 10: the redraw thread takes the GIL from the
+            # thread that launches the GPU's kernels, and a step's figures change once a step anyway.
+            with stop, Progress(*columns, console=self.console, disable=not self.progress, transient=False,
+                                refresh_per_second=2) as bar:
                 task = bar.add_task(self.name, total=cfg.steps, completed=start, loss="-", tps="-", mfu="-")
                 for step in range(start, cfg.steps):
                     item = prefetch.get()
