@@ -281,6 +281,53 @@ class _Run:
         return step, int(trainer["tokens"]), float(trainer.get("loss", float("nan")))
 
     # ------------------------------------------------------------------ the loop
+    def _optimizer_step(self, item: Any, step: int, lr: float, autocast: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward/backward over the step's micro-batches, clipping and AdamW: (loss sum, grad norm),
+        both left on the device (reading them would wait for the GPU)."""
+        cfg, device, net = self.cfg, self.device, self.net
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if item.n_targets == 0:
+            raise TrainingError(f"{self.name}: step {step} has no target tokens (every label is masked); check the data/template")
+        scale = self.world.size / item.n_targets
+        step_loss = torch.zeros((), device=device)
+        try:
+            for i, mb in enumerate(item.micro):
+                b = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
+                with parallel.grad_sync(net, self.mode, i == len(item.micro) - 1, keep_gathered=cfg.fsdp_keep_gathered):
+                    with autocast:
+                        loss_sum = self.tm.loss_sum(net, b)
+                    (loss_sum * scale).backward()
+                step_loss += loss_sum.detach()
+            grad_norm = parallel.clip_grad_norm(self.params, cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        except torch.OutOfMemoryError as exc:
+            raise TrainingError(_oom_message(self.name, step + 1, cfg, self.plan)) from exc
+        return step_loss, grad_norm
+
+    def _non_finite(self, done: int, loss_value: float) -> TrainingError:
+        good = ckpt.latest(self.run_dir)
+        where = f"{good[1]} (step {good[0]})" if good else "none was written yet"
+        return TrainingError(
+            f"{self.name}: the loss became non-finite (by step {done}; loss {loss_value}); the last good "
+            f"checkpoint is {where}. Lower the learning rate (train.lr={self.cfg.lr}), raise "
+            f"train.warmup_steps, or lower train.grad_clip, then resume or start over."
+        )
+
+    def _write_final_model(self) -> None:
+        """run_dir/model (an HF directory, atomically) and mixture.json; the checkpoints go."""
+        tm, world = self.tm, self.world
+        sd, _ = parallel.full_state(tm.module, self.optimizer) if self.mode == "fsdp" else (tm.module.state_dict(), None)
+        if world.main:
+            hf_sd = tm.to_hf({k: v.detach().to("cpu") for k, v in sd.items()})
+            with atomic_dir(self.run_dir / "model") as tmp:
+                tm.write_hf_dir(tmp, hf_sd, self.tokenizer)
+            tm.load_into_hf(hf_sd)
+            write_json(self.run_dir / "mixture.json", self.source.report(self.cfg.steps))
+            ckpt.remove_all(self.run_dir)
+        parallel.barrier(world)
+
     def run(self) -> TrainResult:
         cfg, world, run_dir = self.cfg, self.world, self.run_dir
         if world.main:
@@ -303,7 +350,7 @@ class _Run:
         pin = self.device.type == "cuda"
         prefetch = Prefetcher(self.source, start=start, stop=cfg.steps, total_steps=cfg.steps, plan=self.plan,
                               rank=world.rank, pin=pin)
-        device, net, tm = self.device, self.net, self.tm
+        device, tm = self.device, self.tm
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.mixed)
         last_state: dict[str, Any] | None = None
         last_tps: dict[str, int] = {}
@@ -324,25 +371,7 @@ class _Run:
                 for step in range(start, cfg.steps):
                     item = prefetch.get()
                     lr = cfg.lr * lr_factor(step, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                    if item.n_targets == 0:
-                        raise TrainingError(f"{self.name}: step {step} has no target tokens (every label is masked); check the data/template")
-                    scale = world.size / item.n_targets
-                    step_loss = torch.zeros((), device=device)
-                    try:
-                        for i, mb in enumerate(item.micro):
-                            b = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
-                            with parallel.grad_sync(net, self.mode, i == len(item.micro) - 1, keep_gathered=cfg.fsdp_keep_gathered):
-                                with autocast:
-                                    loss_sum = tm.loss_sum(net, b)
-                                (loss_sum * scale).backward()
-                            step_loss += loss_sum.detach()
-                        grad_norm = parallel.clip_grad_norm(self.params, cfg.grad_clip)
-                        self.optimizer.step()
-                        self.optimizer.zero_grad(set_to_none=True)
-                    except torch.OutOfMemoryError as exc:
-                        raise TrainingError(_oom_message(self.name, step + 1, cfg, self.plan)) from exc
+                    step_loss, grad_norm = self._optimizer_step(item, step, lr, autocast)
                     nonfinite += (~torch.isfinite(step_loss)).float()
                     done = step + 1
                     tokens_seen += item.tokens
@@ -361,13 +390,7 @@ class _Run:
                         loss_sum_v, bad, gnorm = vals.tolist()
                         loss_value = loss_sum_v / item.n_targets
                         if bad or loss_value != loss_value or abs(loss_value) == float("inf"):
-                            good = ckpt.latest(run_dir)
-                            where = f"{good[1]} (step {good[0]})" if good else "none was written yet"
-                            raise TrainingError(
-                                f"{self.name}: the loss became non-finite (by step {done}; loss {loss_value}); the last good "
-                                f"checkpoint is {where}. Lower the learning rate (train.lr={cfg.lr}), raise "
-                                f"train.warmup_steps, or lower train.grad_clip, then resume or start over."
-                            )
+                            raise self._non_finite(done, loss_value)
                         now = time.perf_counter()
                         tps = (tokens_seen - tok_log) / max(now - t_log, 1e-9)
                         t_log, tok_log = now, tokens_seen
@@ -388,15 +411,7 @@ class _Run:
             prefetch.close()
             log.close()
 
-        sd, _ = parallel.full_state(tm.module, self.optimizer) if self.mode == "fsdp" else (tm.module.state_dict(), None)
-        if world.main:
-            hf_sd = tm.to_hf({k: v.detach().to("cpu") for k, v in sd.items()})
-            with atomic_dir(run_dir / "model") as tmp:
-                tm.write_hf_dir(tmp, hf_sd, self.tokenizer)
-            tm.load_into_hf(hf_sd)
-            write_json(run_dir / "mixture.json", self.source.report(cfg.steps))
-            ckpt.remove_all(run_dir)
-        parallel.barrier(world)
+        self._write_final_model()
         tm.hf.config.use_cache = True
         tm.hf.eval()
         return TrainResult(run_dir / "model", cfg.steps, loss_value, tokens_seen, time.perf_counter() - t0)
