@@ -1,8 +1,8 @@
 """SwiGLU's `silu(gate) * up` and its backward as Triton kernels that touch each element once.
 
 Why: with the MLP's gate and up projections fused into one [.., 2H] matmul output, inductor writes
-the backward as one kernel whose output is the *concatenated* gate/up gradient; every output
-element loads gate, up and the incoming gradient, so each input is read twice (once per half).
+the backward as one kernel whose output is the *concatenated* gate/up gradient, indexed per output
+element; it ran at 2.4 TB/s of the least traffic on an H200, where this op reaches 4.1.
 Here one program reads a row slice of gate, up and the gradient once and writes both halves of
 the gradient: three reads and two writes of [rows x H], the least the maths needs (82 us against
 140 us per block and micro-batch at 125m on an H200; +2% tokens/s at 125m and 350m).
