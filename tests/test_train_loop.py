@@ -193,6 +193,11 @@ def test_dry_run_prints_the_plan_before_spending_anything(bundled_data):
     assert res.exit_code == 0, res.output
     for needle in ("parameters", "FLOPs / token", "memory / GPU", "Adam", "activations", "tokens planned", "arm CODE", "code"):
         assert needle in res.output
+    wide = {"COLUMNS": "250"}  # one table row per line
+    two = CliRunner().invoke(app, ["pretrain", str(DATA_DIR.parent / "demo.yaml"), "--dry-run", "--world", "2"], env=wide)
+    assert "one graph for each block" in two.output  # two processes: per-block graphs
+    one = CliRunner().invoke(app, ["pretrain", str(DATA_DIR.parent / "demo.yaml"), "--dry-run", "--world", "1"], env=wide)
+    assert one.exit_code == 0 and "one graph for the whole decoder" in one.output
 
 
 def test_memory_estimate_counts_what_fsdp_holds_while_accumulating():

@@ -43,8 +43,9 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
     from codestage.model import model_config
     from codestage.train.batches import BatchPlan
     from codestage.train.estimate import flops_per_token, memory_estimate, parameter_count, planned_tokens
+    from codestage.train.loop import compile_scope
     from codestage.train.parallel import AUTO_FSDP_PARAMS
-    from codestage.train.pretrain import build_schedule
+    from codestage.train.pretrain import PretrainSource, build_schedule
 
     cfg = load_config(config)
     tc = cfg.pretrain.train
@@ -81,6 +82,9 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
     t.add_row("FLOPs / token", f"{fpt / 1e9:,.3f} GFLOP (6N + 12 L d T, T = {tc.seq_len})")
     t.add_row("batch", f"{world} process(es) x {plan.micro_rows} rows x {plan.grad_accum} accumulation = "
                        f"{plan.global_rows} rows = {plan.global_rows * tc.seq_len:,} tokens / step; parallel: {mode}")
+    graph = "the whole decoder" if compile_scope(tc, world, PretrainSource) == "decoder" else "each block"
+    t.add_row("compile", f"torch.compile {tc.compile} (auto: on CUDA): one graph for {graph} "
+                         f"(compile_scope {tc.compile_scope}); float8 {'on' if tc.float8 else 'off'}")
     t.add_row("steps / tokens", f"{tc.steps:,} steps, {tokens:,} tokens per arm")
     t.add_row("compute / arm", f"{fpt * tokens:.3e} FLOP = {fpt * tokens / (989.4e12 * 0.5) / 3600:.3g} GPU-hours "
                                f"at 50% MFU of an H100 (989 TFLOP/s bf16)")
