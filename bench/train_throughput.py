@@ -18,6 +18,7 @@ included) then `--steps` timed ones, bracketed by cuda synchronize. Results go t
 
     python bench/train_throughput.py --json results/train_throughput.json
     python bench/train_throughput.py --presets 125m --steps 20 --skip-peer
+    python bench/train_throughput.py --presets 125m --peers hf --rounds 3   # medians of 3 alternating runs
 """
 
 from __future__ import annotations
@@ -178,6 +179,16 @@ def run_ours(conf, micro: int, accum: int, seq: int, warmup: int, steps: int, wo
             "final_loss": res.final_loss, "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median tokens/s (the lower middle one for an even count), with every
+    round's figure under "rounds"; the first failure if no run succeeded."""
+    ok = sorted((r for r in runs if "tokens_per_s" in r), key=lambda r: r["tokens_per_s"])
+    if not ok:
+        return runs[0] if runs else {"error": "not run"}
+    return dict(ok[(len(ok) - 1) // 2], rounds=[round(r["tokens_per_s"]) for r in runs if "tokens_per_s" in r],
+                failed_rounds=len(runs) - len(ok))
+
+
 def gpu_batches(vocab: int, micro: int, seq: int, accum: int) -> list[torch.Tensor]:
     """One optimizer step's micro-batches of seeded random tokens, already on the GPU."""
     gen = torch.Generator().manual_seed(0)
@@ -267,6 +278,9 @@ def main() -> None:
     ap.add_argument("--sdpa", choices=["default", "cudnn", "flash"], default="default",
                     help="restrict scaled_dot_product_attention to one backend (both runs)")
     ap.add_argument("--json", type=Path, default=Path("train_throughput.json"), help="where to write the results")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure ours and the peers this many times, alternating, and report each side's median "
+                    "run (machines drift 1-2%% over minutes; alternating rounds put both sides under the same drift)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="append a torch.profiler table of one of our trainer's steps (after the timed ones) here")
     a = ap.parse_args()
@@ -274,6 +288,8 @@ def main() -> None:
     unknown = {p[5:] for p in peers} - {"hf", "gpt2"}
     if unknown:
         sys.exit(f"--peers: unknown peer(s) {', '.join(sorted(unknown))} (known: hf, gpt2)")
+    if a.rounds < 1:
+        sys.exit("--rounds: at least 1")
     if not torch.cuda.is_available():
         sys.exit("bench/train_throughput.py needs a CUDA GPU")
     if a.sdpa != "default":
@@ -313,13 +329,15 @@ def main() -> None:
         mb = micro.get(preset, 8)
         row: dict = {"params": n, "flops_per_token": fpt, "micro_batch": mb, "tokens_per_step": mb * a.accum * a.seq}
         runs = ([] if a.skip_ours else ["ours"]) + peers + (["ours_fp8"] if preset in a.float8.split(",") else [])
-        for who in runs:
+        rounds: dict[str, list[dict]] = {who: [] for who in runs}
+        for i, who in enumerate([w for _ in range(a.rounds) for w in runs]):
             torch.cuda.reset_peak_memory_stats()
             t = time.perf_counter()
             try:
                 if who.startswith("ours"):
                     r = run_ours(conf, mb, a.accum, a.seq, a.warmup, a.steps, workdir, a.activation_checkpointing,
-                                 float8=who == "ours_fp8", compile_scope=a.compile_scope, profile=a.profile)
+                                 float8=who == "ours_fp8", compile_scope=a.compile_scope,
+                                 profile=a.profile if i < len(runs) else None)  # profiled in the first round only
                 elif who == "peer_hf":
                     r = run_peer(conf, mb, a.accum, a.seq, a.warmup, a.steps, a.peer_compile)
                 else:
@@ -331,13 +349,15 @@ def main() -> None:
             except Exception as exc:  # one failed preset should not hide the others
                 r = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
                 log(f"{preset:>6} {who}: FAILED {r['error'][:300]}")
-            row[who] = r
+            rounds[who].append(r)
             # Fresh compile caches for the next run, as in a new process: otherwise the shared
             # compiled functions (one Block.forward, one loss chunk) see a second set of shapes,
             # switch to dynamic-shape kernels, and the next preset measures those.
             torch._dynamo.reset()
             gc.collect()
             torch.cuda.empty_cache()
+        for who, rs in rounds.items():
+            row[who] = median_run(rs)
         measured = [p for p in peers if "tokens_per_s" in row.get(p, {})]
         if measured:
             best = max(measured, key=lambda p: row[p]["tokens_per_s"])
@@ -362,6 +382,9 @@ def main() -> None:
         print(f"{preset:>7} {row['params'] / 1e6:>7.0f}M {row['tokens_per_step']:>8} {fmt(o, 'tokens_per_s', '{:,.0f}'):>11} "
               f"{fmt(o, 'mfu', '{:.3f}'):>6} {fmt(p, 'tokens_per_s', '{:,.0f}'):>11} {fmt(p, 'mfu', '{:.3f}'):>6} "
               f"{fmt(row, 'speedup', '{:.2f}x'):>8}  {p.get('which', '-')} (of: {others or '-'})")
+        if a.rounds > 1:
+            print(f"{'':>7} rounds: " + "; ".join(f"{k} {v['rounds']}" for k, v in row.items()
+                                                  if k.startswith(("ours", "peer_")) and "rounds" in v))
         if "ours_fp8" in row:
             f8 = row["ours_fp8"]
             print(f"{'':>7} {'float8':>8} {'':>8} {fmt(f8, 'tokens_per_s', '{:,.0f}'):>11} {fmt(f8, 'mfu', '{:.3f}'):>6} "

@@ -34,3 +34,13 @@ def test_gpt2_peer_matches_the_preset_size_and_learns():
         loss.backward()
         opt.step()
     assert loss.item() < first.item() - 1.0
+
+
+def test_throughput_rounds_report_each_sides_median_run():
+    from train_throughput import median_run
+
+    runs = [{"tokens_per_s": 3.0, "x": "a"}, {"error": "boom"}, {"tokens_per_s": 1.0, "x": "b"}, {"tokens_per_s": 2.0, "x": "c"}]
+    m = median_run(runs)
+    assert m["x"] == "c" and m["rounds"] == [3, 1, 2] and m["failed_rounds"] == 1
+    assert median_run([{"tokens_per_s": 5.0}, {"tokens_per_s": 4.0}])["tokens_per_s"] == 4.0  # lower middle
+    assert median_run([{"error": "boom"}]) == {"error": "boom"}  # nothing measured: the failure is reported

@@ -42,9 +42,12 @@ CHILD = textwrap.dedent("""
     model.load_state_dict(torch.load(sys.argv[4]))
     out["swapped"] = model.use_triton_kernels()
     ids = torch.load(sys.argv[5])
-    loss = model(ids, ids)
-    loss.backward()
-    out["model"] = (loss.detach(), {k: p.grad for k, p in model.named_parameters()})
+    for name, recompute in (("model", False), ("model, blocks recomputed in backward", True)):
+        model.zero_grad(set_to_none=True)
+        model.checkpoint_blocks = recompute  # train.activation_checkpointing: the op runs again in backward
+        loss = model(ids, ids)
+        loss.backward()
+        out[name] = (loss.detach(), {k: p.grad for k, p in model.named_parameters()})
     torch.save(out, sys.argv[2])
 """)
 
@@ -100,12 +103,14 @@ def test_op_takes_strided_input_and_refuses_unequal_halves(runs):
     assert "equal size" in out["refusal"]
 
 
-def test_model_with_the_kernel_trains_as_the_pytorch_model(runs):
+@pytest.mark.parametrize("run", ["model", "model, blocks recomputed in backward"])
+def test_model_with_the_kernel_trains_as_the_pytorch_model(runs, run):
     out, model, ids = runs[1], runs[2], runs[3]
     assert out["swapped"]
+    model.zero_grad(set_to_none=True)
     loss = model(ids, ids)
     loss.backward()
-    got_loss, got_grads = out["model"]
+    got_loss, got_grads = out[run]
     assert got_loss.item() == pytest.approx(loss.item(), rel=1e-6)
     for name, p in model.named_parameters():
         assert torch.allclose(got_grads[name], p.grad, rtol=1e-4, atol=1e-6), name
