@@ -25,8 +25,8 @@ from codestage.train.llama import silu_mul as torch_silu_mul  # noqa: E402
 from codestage.train import swiglu  # noqa: E402
 from codestage.train.swiglu import silu_mul  # noqa: E402
 from cuda_timing import median_ms  # noqa: E402
+from train_throughput import DEFAULT_MICRO  # noqa: E402
 
-MICRO = {"125m": 16, "350m": 16, "760m": 8, "1.3b": 8}
 
 
 def forward_backward(fn, gate_up: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +57,7 @@ def main() -> None:
     compiled_ours = torch.compile(lambda t: silu_mul(t))
     for preset in a.presets.split(","):
         h = model_config(preset, 50257, eos_token_id=0, pad_token_id=1).intermediate_size
-        rows = MICRO[preset] * a.seq
+        rows = DEFAULT_MICRO[preset] * a.seq
         g = torch.Generator(device="cuda").manual_seed(0)
         gate_up = (torch.randn(rows, 2 * h, device="cuda", generator=g) * 3).bfloat16().requires_grad_()
         grad = torch.randn(rows, h, device="cuda", generator=g).bfloat16()
@@ -68,14 +68,16 @@ def main() -> None:
             row[f"{name} max abs diff (out, grad)"] = [(o.float() - ref_out.float()).abs().max().item(),
                                                          (gr.float() - ref_grad.float()).abs().max().item()]
         least_bytes = rows * h * 2 * (3 + 5)  # bf16: forward 2H read + H written, backward 3H read + 2H written
-        for name, fn in (("compiled pytorch", compiled_ref), ("triton", silu_mul), ("triton in torch.compile", compiled_ours)):
+        def record(name: str, fn) -> None:
             us = timed_us(fn, gate_up, grad, a.reps)
             row[name] = {"us_fwd_bwd": round(us, 1), "GB_per_s_vs_least": round(least_bytes / us / 1e3, 1)}
+
+        for name, fn in (("compiled pytorch", compiled_ref), ("triton", silu_mul), ("triton in torch.compile", compiled_ours)):
+            record(name, fn)
         default = (swiglu.BLOCK, swiglu.NUM_WARPS)
         for cfg in a.configs.split(","):
             swiglu.BLOCK, swiglu.NUM_WARPS = (int(v) for v in cfg.split(":"))
-            us = timed_us(silu_mul, gate_up, grad, a.reps)
-            row[f"triton {cfg}"] = {"us_fwd_bwd": round(us, 1), "GB_per_s_vs_least": round(least_bytes / us / 1e3, 1)}
+            record(f"triton {cfg}", silu_mul)
         swiglu.BLOCK, swiglu.NUM_WARPS = default
         out["results"][preset] = row
         print(preset, json.dumps(row), flush=True)

@@ -36,9 +36,8 @@ from codestage.train.estimate import flops_per_token, parameter_count  # noqa: E
 from codestage.train.float8 import convert_blocks  # noqa: E402
 from codestage.train.fused_ce import linear_cross_entropy  # noqa: E402
 from codestage.train.llama import FastLlama  # noqa: E402
-from train_throughput import gpu_batches, time_steps  # noqa: E402
+from train_throughput import DEFAULT_MICRO, gpu_batches, time_steps  # noqa: E402
 
-MICRO = {"125m": 16, "350m": 16, "760m": 8, "1.3b": 8}
 
 
 def build(conf, variant: str):
@@ -166,7 +165,7 @@ def main() -> None:
         for i, variant in enumerate(a.variants.split(",")):
             torch.cuda.reset_peak_memory_stats()
             try:
-                r = run(conf, variant, MICRO.get(preset, 8), a.accum, a.seq, a.warmup, a.steps, a.profile if i == 0 else None)
+                r = run(conf, variant, DEFAULT_MICRO.get(preset, 8), a.accum, a.seq, a.warmup, a.steps, a.profile if i == 0 else None)
                 r["tflops"] = r["tokens_per_s"] * fpt / 1e12
             except Exception as exc:
                 r = {"error": f"{type(exc).__name__}: {exc}"[:1500]}

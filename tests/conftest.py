@@ -6,9 +6,14 @@ is a randomly initialised Llama-style HF model saved as a normal HF directory.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
+import torch
 
 from codestage.data.sources import iter_documents, sample_texts
 from codestage.data.tokenizer import load_tokenizer, train_bpe
@@ -50,3 +55,19 @@ def bundled_data() -> Path:
     return bundled()
 
 
+
+
+@pytest.fixture(scope="session")
+def triton_interpreted() -> Callable[[str, Any, Path], Any]:
+    """run(code, inputs, folder): `code` in a child Python under TRITON_INTERPRET=1, which must be set
+    before Triton is first imported (Triton kernels then run on CPU tensors). The child loads the
+    inputs from sys.argv[1] and saves its outputs to sys.argv[2]; run returns those outputs."""
+
+    def run(code: str, inputs: Any, folder: Path) -> Any:
+        torch.save(inputs, folder / "in.pt")
+        env = dict(os.environ, TRITON_INTERPRET="1")
+        subprocess.run([sys.executable, "-c", code, str(folder / "in.pt"), str(folder / "out.pt")], env=env, check=True,
+                       timeout=300)
+        return torch.load(folder / "out.pt", weights_only=False)
+
+    return run

@@ -4,9 +4,6 @@ TRITON_INTERPRET must be set before Triton is first imported, so the kernel runs
 process that saves its outputs; the assertions are made here.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -36,8 +33,7 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ce_kernel")
+def runs(tmp_path_factory, triton_interpreted):
     g = torch.Generator().manual_seed(0)
     inputs = {}
     for dtype in (torch.float32, torch.bfloat16):
@@ -45,10 +41,7 @@ def runs(tmp_path_factory):
         targets = torch.randint(0, VOCAB, (37,), generator=g)
         targets[3], targets[5], targets[6] = -100, VOCAB - 1, 0
         inputs[str(dtype)] = (logits, targets)
-    torch.save(inputs, tmp / "in.pt")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    subprocess.run([sys.executable, "-c", CHILD, str(tmp / "in.pt"), str(tmp / "out.pt")], env=env, check=True, timeout=300)
-    return inputs, torch.load(tmp / "out.pt")
+    return inputs, triton_interpreted(CHILD, inputs, tmp_path_factory.mktemp("ce_kernel"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

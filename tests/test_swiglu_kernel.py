@@ -4,9 +4,6 @@ TRITON_INTERPRET must be set before Triton is first imported, so the kernels run
 process that saves its outputs; the assertions are made here.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -23,25 +20,25 @@ CHILD = textwrap.dedent("""
     import sys, torch
     from codestage.train.llama import FastLlama
     from codestage.train.swiglu import silu_mul
-    inputs = torch.load(sys.argv[1])
+    inputs = torch.load(sys.argv[1], weights_only=False)
     out = {}
-    for name, (gate_up, grad) in inputs.items():
+    for name, (gate_up, grad) in inputs["ops"].items():
         x = gate_up.clone().requires_grad_()
         y = silu_mul(x)
         y.backward(grad)
         out[name] = (y.detach(), x.grad)
     # the op under a transposed (non-contiguous) input, and one with halves of unequal size
-    t = inputs["torch.float32"][0][0].t().contiguous().t()
+    t = inputs["ops"]["torch.float32"][0][0].t().contiguous().t()
     out["strided"] = silu_mul(t)
     try:
         silu_mul(torch.zeros(2, 7))
     except ValueError as exc:
         out["refusal"] = str(exc)
     # a whole model: loss and gradients with the kernel in its MLPs
-    model = FastLlama(torch.load(sys.argv[3], weights_only=False))
-    model.load_state_dict(torch.load(sys.argv[4]))
+    config, weights, ids = inputs["model"]
+    model = FastLlama(config)
+    model.load_state_dict(weights)
     out["swapped"] = model.use_triton_kernels()
-    ids = torch.load(sys.argv[5])
     for name, recompute in (("model", False), ("model, blocks recomputed in backward", True)):
         model.zero_grad(set_to_none=True)
         model.checkpoint_blocks = recompute  # train.activation_checkpointing: the op runs again in backward
@@ -58,23 +55,16 @@ def _model(seed: int = 0) -> FastLlama:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("swiglu")
+def runs(tmp_path_factory, triton_interpreted):
     g = torch.Generator().manual_seed(0)
-    inputs = {}
+    ops = {}
     for dtype in (torch.float32, torch.bfloat16):
         gate_up = (torch.randn(3, 5, 2 * H, generator=g) * 4).to(dtype)
-        inputs[str(dtype)] = (gate_up, torch.randn(3, 5, H, generator=g).to(dtype))
-    torch.save(inputs, tmp / "in.pt")
+        ops[str(dtype)] = (gate_up, torch.randn(3, 5, H, generator=g).to(dtype))
     model = _model()
-    torch.save(model.config, tmp / "config.pt")
-    torch.save(model.state_dict(), tmp / "weights.pt")
     ids = torch.randint(0, 97, (2, 16), generator=g)
-    torch.save(ids, tmp / "ids.pt")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    args = [str(tmp / n) for n in ("in.pt", "out.pt", "config.pt", "weights.pt", "ids.pt")]
-    subprocess.run([sys.executable, "-c", CHILD, *args], env=env, check=True, timeout=300)
-    return inputs, torch.load(tmp / "out.pt", weights_only=False), model, ids
+    inputs = {"ops": ops, "model": (model.config, model.state_dict(), ids)}
+    return ops, triton_interpreted(CHILD, inputs, tmp_path_factory.mktemp("swiglu")), model, ids
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
