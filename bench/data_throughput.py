@@ -57,7 +57,7 @@ def main() -> None:
     cores = args.workers or default_workers()
     os.environ["RAYON_NUM_THREADS"] = str(cores)  # before the Rust thread pool first starts
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
-    from codestage.data.tokenizer import train_bpe
+    from codestage.tokenizer import train_bpe
 
     tmp = Path(tempfile.mkdtemp(prefix="cs-bench-"))
     try:

@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+SMOKE = Path(__file__).resolve().parent / "smoke.py"
 sys.path.insert(0, str(SRC))
+sys.path.insert(0, str(SMOKE.parent))
 
 
 def _args() -> argparse.Namespace:
@@ -79,7 +81,9 @@ def main() -> None:
         sys.exit(subprocess.call(cmd))
 
     from codestage.config import TrainConfig  # noqa: F401  (import check before the job starts)
-    from codestage.train import parallel, smoke
+    import smoke
+
+    from codestage.train import parallel
 
     world = parallel.setup(a.device)
     n = world.size
@@ -96,11 +100,11 @@ def main() -> None:
             env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
         env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "codestage.train.smoke", *_smoke_args(a, ref, gbt, "none")], env=env, check=True)
+        subprocess.run([sys.executable, str(SMOKE), *_smoke_args(a, ref, gbt, "none")], env=env, check=True)
         print(f"[ddp_check] world 1 done in {time.perf_counter() - t:.0f}s", flush=True)
         if a.noise_floor:
             smaller = max(1, a.batch_size // 2)
-            subprocess.run([sys.executable, "-m", "codestage.train.smoke",
+            subprocess.run([sys.executable, str(SMOKE),
                             *_smoke_args(a, a.out / "world1-split", gbt, "none", smaller)], env=env, check=True)
     parallel.barrier(world)
     runs = {}

@@ -44,7 +44,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 def build_model(out: Path, preset: str = "tiny") -> Path:
     """A seeded random model of `preset` with an 8K BPE tokenizer trained on the bundled corpora."""
     from codestage.data.sources import iter_documents, sample_texts
-    from codestage.data.tokenizer import load_tokenizer, train_bpe
+    from codestage.tokenizer import load_tokenizer, train_bpe
     from codestage.model import build_model as build, model_config, save_model
     from codestage.resources import bundled
 
@@ -98,7 +98,7 @@ def our_scorer(model: Path, batch: int, dtype: str):
     """One Scorer for both protocols (loading the model and probing it once)."""
     import torch
 
-    from codestage.data.tokenizer import load_tokenizer
+    from codestage.tokenizer import load_tokenizer
     from codestage.eval.scoring import Scorer
     from codestage.model import load_model
 
@@ -133,7 +133,7 @@ def float64_reference(model_dir: Path, task_name: str, protocol: str, shots: int
     truth both implementations approximate in float32."""
     import torch
 
-    from codestage.data.tokenizer import load_tokenizer
+    from codestage.tokenizer import load_tokenizer
     from codestage.eval.protocols import choice_requests, exemplar_picker
     from codestage.eval.registry import get_task
     from codestage.eval.scoring import Scorer

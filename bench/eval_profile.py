@@ -42,7 +42,7 @@ from eval_lmeval_match import build_model  # noqa: E402
 
 import codestage.eval.harness as harness  # noqa: E402
 import codestage.eval.multiple_choice as mc  # noqa: E402
-from codestage.data.tokenizer import load_tokenizer  # noqa: E402
+from codestage.tokenizer import load_tokenizer  # noqa: E402
 from codestage.eval.scoring import Scorer  # noqa: E402
 from codestage.model import load_model  # noqa: E402
 

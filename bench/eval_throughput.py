@@ -77,7 +77,7 @@ def main() -> None:
     # ours: model loaded first, then the timed evaluation of the same tasks
     import torch
 
-    from codestage.data.tokenizer import load_tokenizer
+    from codestage.tokenizer import load_tokenizer
     from codestage.eval.scoring import Scorer
     from codestage.model import load_model
 

@@ -2,7 +2,7 @@
 
 ddp_check.py measured FSDP2 scaling far below DDP's at 350m on 2 GPUs, with no recompiles and no
 graph breaks. This trains the same job as ddp_check's FSDP run (bench/ddp_check.py arguments,
-through codestage.train.smoke) and profiles steps `--at` .. `--at + --span` on every rank, writing
+through bench/smoke.py) and profiles steps `--at` .. `--at + --span` on every rank, writing
 per-rank tables (top CPU and CUDA ops) and a Chrome trace of rank 0.
 
     torchrun --standalone --nproc_per_node 2 bench/fsdp_profile.py --out OUT --preset 350m --seq-len 1024 --batch-size 16
@@ -36,7 +36,9 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from codestage.train import parallel, smoke
+    import smoke
+
+    from codestage.train import parallel
 
     world = parallel.setup("auto")
     gbt = a.seq_len * a.batch_size * world.size * 2

@@ -1,7 +1,8 @@
 """Shared fixtures: a real byte-level BPE tokenizer trained on the bundled corpora and a micro model.
 
-Both are real objects (no mocks): the tokenizer is trained by `codestage.data.tokenizer`, the model
-is a randomly initialised Llama-style HF model saved as a normal HF directory.
+Both are real objects (no mocks): the tokenizer is trained by `codestage.tokenizer`, the model
+is a randomly initialised Llama-style HF model saved as a normal HF directory. bench/ goes on the
+path: the tests drive its helpers (the smoke training job, the GPT-2 peer) as they are.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from typing import Any, Callable
 import pytest
 import torch
 
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
 from codestage.data.sources import iter_documents, sample_texts
-from codestage.data.tokenizer import load_tokenizer, train_bpe
+from codestage.tokenizer import load_tokenizer, train_bpe
 from codestage.model import build_model, model_config, save_model
 from codestage.resources import bundled
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
 from codestage.model import model_config
 from codestage.train.estimate import parameter_count
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-from gpt2_peer import gpt2_like  # noqa: E402
+from gpt2_peer import gpt2_like  # bench/gpt2_peer.py (tests/conftest.py puts bench/ on the path)
 
 
 def test_gpt2_peer_matches_the_preset_size_and_learns():

@@ -1,5 +1,5 @@
 """Store builds: parallel equals serial, shards merge into exactly the single build, dedup is counted,
-tokens are the HF tokenizer's, and the old TokenStore / build_store API keeps working."""
+tokens are the HF tokenizer's, and the serial build from documents already read writes the same kind of store."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codestage.data.build import BuildSpec, build
+from codestage.data.build import BuildSpec, build, build_from_documents
 from codestage.data.merge import merge
 from codestage.data.sources import iter_documents
-from codestage.data.store import TokenStore, build_store
+from codestage.data.store import TokenStore
 from codestage.errors import DataError
 from codestage.resources import bundled
 
@@ -122,9 +122,9 @@ def test_merge_refuses_missing_or_mismatched_shards(tmp_path, tokenizer_dir, mix
     assert not (tmp_path / "m2").exists()
 
 
-def test_old_build_store_api_still_works(tmp_path, tokenizer, mixed_file) -> None:
-    m = build_store(iter_documents([mixed_file], "mix"), tokenizer, tmp_path / "old", source="mix", inputs=[mixed_file],
-                    max_docs=10)
+def test_build_from_documents_already_read(tmp_path, tokenizer, mixed_file) -> None:
+    m = build_from_documents(iter_documents([mixed_file], "mix"), tokenizer, tmp_path / "old", source="mix",
+                             inputs=[mixed_file], max_docs=10)
     store = TokenStore.open(tmp_path / "old")
     assert store.n_docs == m["documents"] == 10
     assert m["inputs"][0]["sha256"] and m["source"] == "mix"

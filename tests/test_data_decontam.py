@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from codestage.data.decontam import TrainingSet, build_index, contamination_summary, decontaminate, words
+from codestage.study.decontam import TrainingSet, build_index, contamination_summary, decontaminate, words
 from codestage.eval.registry import get_task
 from codestage.resources import bundled
 

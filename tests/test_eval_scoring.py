@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from codestage.data.tokenizer import load_tokenizer
+from codestage.tokenizer import load_tokenizer
 from codestage.eval.scoring import Request, Scorer, cut_at_stop
 from codestage.model import load_model
 

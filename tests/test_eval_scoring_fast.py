@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import codestage.eval.scoring as scoring
-from codestage.data.tokenizer import load_tokenizer
+from codestage.tokenizer import load_tokenizer
 from codestage.eval.protocols import choice_requests, exemplar_picker
 from codestage.eval.registry import get_task
 from codestage.eval.scoring import MIN_SHARED_PREFIX, Request, Scorer, _Row, _shared_prefix

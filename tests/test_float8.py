@@ -13,7 +13,7 @@ import torch
 from codestage.config import TrainConfig
 from codestage.errors import ConfigError
 from codestage.model import model_config
-from codestage.train import smoke
+import smoke  # bench/smoke.py (tests/conftest.py puts bench/ on the path)
 from codestage.train.float8 import check_available, convert_blocks
 from codestage.train.llama import FastLlama
 

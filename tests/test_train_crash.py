@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from codestage.train import checkpoint as ckpt
-from codestage.train import smoke
+import smoke  # bench/smoke.py (tests/conftest.py puts bench/ on the path)
 
 DRIVER = r'''
 import errno, os, sys, time
@@ -30,8 +30,8 @@ import torch
 torch.set_num_threads(1)
 from codestage.config import TrainConfig
 from codestage.errors import CodestageError
-from codestage.data.tokenizer import load_tokenizer
-from codestage.train import smoke
+from codestage.tokenizer import load_tokenizer
+import smoke
 from codestage.train.modules import Trainable
 
 mode, run, tok_dir, arg = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
@@ -69,7 +69,8 @@ except CodestageError as exc:
 def _start(tmp: Path, mode: str, run: Path, tok: Path, arg: int = 0) -> subprocess.Popen:
     driver = tmp / "driver.py"
     driver.write_text(DRIVER)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(Path(smoke.__file__).parent), os.environ.get("PYTHONPATH")])))
     return subprocess.Popen([sys.executable, str(driver), mode, str(run), str(tok), str(arg)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 

@@ -13,7 +13,7 @@ from codestage.config import TrainConfig
 from codestage.errors import ConfigError, TrainingError
 from codestage.model import build_model, load_model, model_config
 from codestage.train import checkpoint as ckpt
-from codestage.train import smoke
+import smoke  # bench/smoke.py (tests/conftest.py puts bench/ on the path)
 from codestage.train.batches import BatchPlan
 from codestage.train.fused_ce import linear_cross_entropy
 from codestage.train.llama import FastLlama, supports

@@ -107,7 +107,7 @@ def decontam(
     """n-gram overlap between training data and evaluation items, per source and task."""
     from codestage.atomic import write_json
     from codestage.data.build import default_workers
-    from codestage.data.decontam import TrainingSet, contamination_summary, decontaminate
+    from codestage.study.decontam import TrainingSet, contamination_summary, decontaminate
     from codestage.errors import DataError
 
     sets = [TrainingSet(k, v, "pretrain", text_field) for k, v in _named(sources or [])]

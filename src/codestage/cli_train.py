@@ -57,7 +57,7 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
         vocab_note = "from init_from"
     else:
         if cfg.tokenizer.path:
-            from codestage.data.tokenizer import load_tokenizer
+            from codestage.tokenizer import load_tokenizer
 
             vocab = len(load_tokenizer((cfg.base_dir / cfg.tokenizer.path).resolve()))
             vocab_note = f"tokenizer {cfg.tokenizer.path}"

@@ -26,7 +26,7 @@ from codestage.data.issues import Issue, IssueLog
 from codestage.data.parallel import ordered_map
 from codestage.data.parse import ParseOptions, Raw
 from codestage.data.readers import BLOCK, ShardPlan, iter_raw
-from codestage.data.tokenizer import load_tokenizer, tokenizer_hash
+from codestage.tokenizer import load_tokenizer, tokenizer_hash
 from codestage.data.writer import StoreWriter
 from codestage.data.store import dtype_for
 from codestage.errors import DataError
@@ -201,7 +201,7 @@ def build(paths: Sequence[str | Path], tokenizer: PreTrainedTokenizerBase | str 
 
 def build_from_documents(docs: Iterable[Document], tokenizer: PreTrainedTokenizerBase, out: Path, *, source: str,
                          inputs: list[Path], batch_docs: int = 256, max_docs: int | None = None) -> dict[str, Any]:
-    """Serial build from documents already read (the older `build_store` API)."""
+    """Serial build from documents already read (no reader, no worker processes)."""
     spec = BuildSpec(source=source, max_docs=max_docs, workers=1)
     dtype = dtype_for(len(tokenizer))
     init_worker(_worker_setup(tokenizer, None, [str(p) for p in inputs] or ["(documents)"], spec, dtype), in_pool=False)

@@ -18,12 +18,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
 
-from codestage.data.document import Document
 from codestage.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -98,23 +96,3 @@ class TokenStore:
 
 def dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
-
-
-_dtype_for = dtype_for  # the name older callers use
-
-
-def build_store(
-    docs: Iterable[Document],
-    tokenizer: PreTrainedTokenizerBase,
-    out_dir: Path,
-    *,
-    source: str,
-    inputs: list[Path],
-    batch_docs: int = 256,
-    max_docs: int | None = None,
-) -> dict[str, Any]:
-    """Tokenize already-read documents into a store (serial; `build.build` is the parallel path)."""
-    from codestage.data.build import build_from_documents
-
-    return build_from_documents(docs, tokenizer, Path(out_dir), source=source, inputs=inputs,
-                                batch_docs=batch_docs, max_docs=max_docs)

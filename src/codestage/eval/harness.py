@@ -58,7 +58,7 @@ def list_tasks(data_dir: Path | str | None = None) -> list[dict]:
 
 def load_scorer(model_dir: Path | str, *, device: str = "auto", batch_size: int = 16) -> Scorer:
     """Model + tokenizer from a HF directory, bf16 on CUDA (when supported), float32 otherwise."""
-    from codestage.data.tokenizer import load_tokenizer
+    from codestage.tokenizer import load_tokenizer
     from codestage.model import check_model_dir, load_model, resolve_device
 
     path = check_model_dir(model_dir)

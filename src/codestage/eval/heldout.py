@@ -1,52 +1,50 @@
 """Held-out language-modelling loss: the continuous signal that separates NL from CODE models long
 before reasoning accuracy leaves chance.
 
-Documents of a source after its first `skip` (the ones a study left out of training with
-`max_docs`) are concatenated with EOS between them, cut into windows of the model's context, and
-scored. The result is in nats per token (depends on the tokenizer) and bits per byte (does not, so
-models with different vocabularies compare).
+Held-out documents (the study passes a source's documents after the ones it trained on) are
+concatenated with EOS between them, cut into windows of the model's context, and scored. The
+result is in nats per token (depends on the tokenizer) and bits per byte (does not, so models with
+different vocabularies compare). Reading the documents is the caller's job: evaluation takes texts.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
+from typing import Iterable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from codestage.data.sources import expand_paths, iter_documents
 from codestage.errors import DataError
 
 
 def heldout_loss(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
-    paths: list[str],
+    texts: Iterable[str],
     *,
-    skip_docs: int = 0,
     max_tokens: int = 200_000,
     seq_len: int | None = None,
     batch_size: int = 8,
-    text_field: str = "text",
+    origin: str = "the held-out texts",
 ) -> dict:
-    """Mean next-token loss of an already loaded model on held-out documents (module docstring)."""
+    """Mean next-token loss of an already loaded model on held-out texts (module docstring);
+    `origin` names where the texts came from in the error raised when there are none."""
     seq_len = seq_len or int(getattr(model.config, "max_position_embeddings", 1024))
-    files = expand_paths(paths)
     ids: list[int] = []
     n_bytes = 0
     docs_used = 0
-    for doc in itertools.islice(iter_documents(files, "heldout", text_field=text_field), skip_docs, None):
+    for text in texts:
         if len(ids) >= max_tokens:
             break
-        full = tok(doc.text, add_special_tokens=False)["input_ids"]
+        full = tok(text, add_special_tokens=False)["input_ids"]
         piece = full[: max_tokens - len(ids)]
         # bytes of exactly the tokens kept, so bits/byte is over the same text as the loss
-        n_bytes += len((doc.text if len(piece) == len(full) else tok.decode(piece)).encode("utf-8"))
+        n_bytes += len((text if len(piece) == len(full) else tok.decode(piece)).encode("utf-8"))
         ids.extend(piece + [tok.eos_token_id])
         docs_used += 1
     if docs_used == 0:
-        raise DataError(f"held-out loss: no documents left after skipping {skip_docs} in {', '.join(map(str, files))}")
+        raise DataError(f"held-out loss: no documents left in {origin}")
     windows = [ids[i : i + seq_len] for i in range(0, len(ids) - 1, seq_len)]
     windows = [w for w in windows if len(w) > 1]
     total_nll, total_tokens = 0.0, 0
@@ -72,7 +70,5 @@ def heldout_loss(
         "tokens": total_tokens,
         "bytes": n_bytes,
         "documents": docs_used,
-        "skip_docs": skip_docs,
-        "files": [str(f) for f in files],
         "seq_len": seq_len,
     }

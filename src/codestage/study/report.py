@@ -122,7 +122,7 @@ def _decontam_lines(out_dir: Path) -> list[str]:
     path = out_dir / "decontam" / "decontam.json"
     if not path.is_file():
         return []
-    from codestage.data.decontam import contamination_summary
+    from codestage.study.decontam import contamination_summary
 
     summary = contamination_summary(path)
     lines = ["## Test-set contamination", "",

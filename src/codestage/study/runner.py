@@ -8,6 +8,7 @@ key (the paper's CC run *is* its stepwise-decrease run) are trained once and bot
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -22,7 +23,7 @@ from codestage.config import StudyConfig, config_to_dict
 from codestage.data.instructions import read_examples
 from codestage.data.sources import expand_paths, iter_documents, sample_texts
 from codestage.data.store import TokenStore
-from codestage.data.tokenizer import load_tokenizer, train_bpe
+from codestage.tokenizer import load_tokenizer, train_bpe
 from codestage.errors import ConfigError
 from codestage.hashing import sha256_json
 from codestage.model import build_model, load_model, model_config
@@ -93,7 +94,7 @@ class Study:
                             "strict": cfg.data.strict},
                            lambda out, n=n: self._make_store(n, out))
             store_keys[n] = st.key
-        if cfg.data.decontam:  # test-set overlap of all training data, reported (codestage.data.decontam)
+        if cfg.data.decontam:  # test-set overlap of all training data, reported (codestage.study.decontam)
             sets = {n: [s.model_dump(), _fingerprint(self._paths(s.paths))] for n, s in cfg.instruct.sets.items()}
             self._add("decontam", self.out / "decontam",
                       {"sources": {n: [s.model_dump(), _fingerprint(source_paths[n])] for n, s in cfg.sources.items()},
@@ -156,7 +157,7 @@ class Study:
               BuildSpec(name, opts, dedup=s.dedup, strict=d.strict, workers=d.workers, max_docs=s.max_docs))
 
     def _decontam(self, out: Path) -> None:
-        from codestage.data.decontam import TrainingSet, decontaminate
+        from codestage.study.decontam import TrainingSet, decontaminate
 
         sets = [TrainingSet(n, tuple(map(str, self._paths(s.paths))), "pretrain", s.text_field) for n, s in self.cfg.sources.items()]
         sets += [TrainingSet(n, tuple(map(str, self._paths(s.paths))), "instruct") for n, s in self.cfg.instruct.sets.items()]
@@ -194,7 +195,6 @@ class Study:
 
     def _evaluate(self, model_step: Step, out: Path) -> None:
         from codestage.eval.harness import evaluate, load_scorer
-        from codestage.eval.heldout import heldout_loss
 
         e = self.cfg.eval
         data_dir = self._paths([e.data_dir])[0] if e.data_dir else None
@@ -203,10 +203,17 @@ class Study:
         evaluate(model_dir, list(e.tasks), out, data_dir=data_dir, sample=e.sample, seed=self.cfg.seed,
                  protocol=e.protocol, shots=e.shots, max_new_tokens=e.max_new_tokens, execute=e.execute, scorer=scorer)
         if e.heldout:
-            losses = {name: heldout_loss(scorer.model, scorer.tokenizer, [str(p) for p in self._paths(h.paths)],
-                                         skip_docs=h.skip_docs, max_tokens=h.max_tokens, text_field=h.text_field)
-                      for name, h in e.heldout.items()}
-            write_json(out / "heldout.json", losses)
+            write_json(out / "heldout.json", {name: self._heldout(scorer, h) for name, h in e.heldout.items()})
+
+    def _heldout(self, scorer, h) -> dict[str, Any]:
+        """The held-out loss on a source's documents after its first `skip_docs` (never trained on)."""
+        from codestage.eval.heldout import heldout_loss
+
+        files = self._paths(h.paths)
+        docs = itertools.islice(iter_documents(files, "heldout", text_field=h.text_field), h.skip_docs, None)
+        loss = heldout_loss(scorer.model, scorer.tokenizer, (d.text for d in docs), max_tokens=h.max_tokens,
+                            origin=f"{', '.join(map(str, files))} after skipping {h.skip_docs}")
+        return {**loss, "skip_docs": h.skip_docs, "files": [str(f) for f in files], "seq_len": loss["seq_len"]}
 
     # ----------------------------------------------------------------- running
     def is_done(self, step: Step) -> bool:

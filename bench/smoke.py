@@ -2,11 +2,11 @@
 
 Real tokenizer (byte-level BPE trained on the bundled text), real documents, the real sampler and
 the real loop; only the token stores are held in memory instead of on disk. Used by
-bench/ddp_check.py (1 vs N processes), the crash and distributed tests, and as a quick check
-that a machine trains at all:
+bench/ddp_check.py (1 vs N processes), bench/fsdp_profile.py, the training, crash and float8
+tests (tests/conftest.py puts bench/ on the path), and as a quick check that a machine trains at all:
 
-    python -m codestage.train.smoke --out /tmp/smoke --steps 20
-    torchrun --nproc_per_node 2 -m codestage.train.smoke --out /tmp/smoke2 --steps 20 --global-batch-tokens 4096
+    python bench/smoke.py --out /tmp/smoke --steps 20
+    torchrun --nproc_per_node 2 bench/smoke.py --out /tmp/smoke2 --steps 20 --global-batch-tokens 4096
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ import gzip
 import json
 import os
 import time
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from codestage.config import TrainConfig
-from codestage.resources import bundled
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run as a script from a checkout
+
+from codestage.config import TrainConfig  # noqa: E402
+from codestage.resources import bundled  # noqa: E402
 
 SOURCES = {"nl_en": "text", "code": "code"}
 
@@ -53,7 +56,7 @@ def bundled_texts(name: str, max_docs: int, max_chars: int = 6000) -> list[str]:
 
 def get_tokenizer(folder: Path, vocab_size: int = 1024):
     """Load the tokenizer in `folder`, training it on the bundled corpora first if it is not there."""
-    from codestage.data.tokenizer import load_tokenizer, train_bpe
+    from codestage.tokenizer import load_tokenizer, train_bpe
 
     folder = Path(folder)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 trains it; the others wait
