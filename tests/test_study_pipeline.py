@@ -12,7 +12,7 @@ import yaml
 from codestage.config import load_config
 from codestage.resources import DATA_DIR
 from codestage.study.report import write_report
-from codestage.study.runner import Study
+from codestage.study.runner import Study, StepOutcome
 
 RUNS = ["NL", "CODE", "NN", "NC", "CC", "uniform", "stepwise_increase", "stepwise_decrease"]
 DOMAINS = ["logic", "legal", "scientific", "analogical", "code_reasoning", "code_generation"]
@@ -112,7 +112,7 @@ def test_heldout_loss_and_continuous_metrics_are_reported(study_out) -> None:
 
 def test_cc_is_the_stepwise_decrease_run_trained_once(study_out) -> None:
     out, results, timings = study_out
-    assert timings["instruct/stepwise_decrease"] == {"alias_of": "instruct/CC"}
+    assert timings["instruct/stepwise_decrease"] == StepOutcome("instruct/stepwise_decrease", "alias", alias_of="instruct/CC")
     assert results["runs"]["stepwise_decrease"]["tasks"]["legal"] == results["runs"]["CC"]["tasks"]["legal"]
 
 
@@ -144,5 +144,7 @@ def test_mixture_json_accounts_tokens_per_source(study_out) -> None:
 def test_second_run_reuses_every_step(study_out) -> None:
     out, _, _ = study_out
     cfg = load_config(out.parent / "micro.yaml")
-    timings = Study(cfg, out, progress=False).run()
-    assert all(t.get("skipped") or t.get("alias_of") for t in timings.values())
+    study = Study(cfg, out, progress=False)
+    timings = study.run()
+    assert {t.status for t in timings.values()} == {"up_to_date", "alias"}
+    assert all(study.state(name) in ("up to date", f"same as {s.alias_of}") for name, s in study.steps.items())

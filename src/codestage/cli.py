@@ -31,7 +31,7 @@ def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] 
     timings = study.run(only=only, force=force)
     runs = study.run_table()
     if only:  # a partial run reports the runs whose evaluation exists
-        runs = {n: r for n, r in runs.items() if (Path(r["eval_dir"]) / "results.json").is_file()}
+        runs = {n: r for n, r in runs.items() if (r.eval_dir / "results.json").is_file()}
         if not runs:
             return
     results = write_report(runs, study.resolved_config(), out, timings=timings)
@@ -102,8 +102,7 @@ def plan(config: Path = typer.Argument(..., help="study YAML"), out: Path = type
     study = Study(load_config(config), out, console=console, progress=False)
     table = Table("step", "key", "state", "folder")
     for s in study.steps.values():
-        state = f"same as {s.alias_of}" if s.alias_of else ("up to date" if study.is_done(s) else "to run")
-        table.add_row(s.name, s.key[:12], state, str(s.out))
+        table.add_row(s.name, s.key[:12], study.state(s.name), str(s.out))
     Console().print(table)
 
 

@@ -4,16 +4,14 @@
     codestage pretrain study.yaml --out runs/study [--arm NL] [--resume]
     torchrun --nproc_per_node 8 -m codestage.cli pretrain study.yaml --out runs/study --arm CODE
 
-The tokenizer and token stores are built first when missing (rank 0; the others wait). The run
-folders, step keys and markers are the study runner's, so a later `codestage run` sees the
-pretraining steps as done.
+The tokenizer and token stores are built first when missing (rank 0; the others wait). Every step
+runs through `Study.execute`, so run folders, step keys and markers are the study runner's and a
+later `codestage run` sees the pretraining steps as done.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -30,13 +28,6 @@ def _gib(x: float) -> str:
     return f"{x / 2**30:,.1f} GiB"
 
 
-def _groups(cfg) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for name, s in cfg.sources.items():
-        out.setdefault(s.group, {})[name] = s.weight
-    return out
-
-
 def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
     """Print what pretraining would cost, before spending anything."""
     from codestage.config import load_config
@@ -45,6 +36,7 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
     from codestage.train.estimate import flops_per_token, memory_estimate, parameter_count, planned_tokens
     from codestage.train.loop import compile_scope
     from codestage.train.parallel import AUTO_FSDP_PARAMS
+    from codestage.study.runner import groups_of
     from codestage.train.pretrain import PretrainSource, build_schedule
 
     cfg = load_config(config)
@@ -91,7 +83,7 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
     t.add_row("memory / GPU", f"~{_gib(mem['total'])}: params {_gib(mem['params'])}, grads {_gib(mem['grads'])}, "
                               f"Adam {_gib(mem['adam'])}, activations {_gib(mem['activations'])} (rough)")
     Console().print(t)
-    groups = _groups(cfg)
+    groups = groups_of(cfg.sources)
     for arm, mix in cfg.pretrain.arms.items():
         if arms and arm not in arms:
             continue
@@ -137,10 +129,8 @@ def pretrain(
 def run_pretraining(cfg, out: Path, *, arms: list[str] | None, resume: bool, force: bool, progress: bool) -> None:
     import torch.distributed as dist
 
-    from codestage.atomic import write_json
-    from codestage.study.runner import MARKER, Study
+    from codestage.study.runner import Study
     from codestage.train import parallel
-    from codestage.train.checkpoint import checkpoint_step
 
     had_group = dist.is_initialized()
     world = parallel.setup(cfg.pretrain.train.device)
@@ -152,33 +142,8 @@ def run_pretraining(cfg, out: Path, *, arms: list[str] | None, resume: bool, for
         for name, step in study.steps.items():
             if not name.startswith("pretrain/") or (arms and step.info["run"] not in arms):
                 continue
-            if step.alias_of:
-                if world.main:
-                    console.print(f"[dim]= {name}: same inputs as {step.alias_of}, reusing it[/]")
-                continue
-            if study.is_done(step) and not force:
-                if world.main:
-                    console.print(f"[dim]✓ {name}: up to date ({step.out / 'model'})[/]")
-                continue
-            key_file = step.out / ".key"
-            same_key = key_file.is_file() and key_file.read_text() == step.key
-            at = checkpoint_step(step.out) if same_key else None
-            if at is not None and not resume and not force:
-                raise ConfigError(f"{step.out} holds a checkpoint at step {at} of this arm; pass --resume to continue "
-                                  "it, or --force to start over")
-            if world.main:
-                if force and step.out.exists():
-                    shutil.rmtree(step.out)
-                if resume and at is None:
-                    console.print(f"[yellow]{name}: no checkpoint to resume; starting from step 0[/]")
-                study._prepare(step)
-                console.print(f"[bold cyan]▶ {name}[/]" + (f" (resuming from step {at})" if at is not None else ""))
-            parallel.barrier(world)
-            t0 = time.perf_counter()
-            step.action(step.out)
-            if world.main:
-                write_json(step.out / MARKER, {"key": step.key, "step": step.name, "seconds": round(time.perf_counter() - t0, 2),
-                                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            parallel.barrier(world)
+            if world.main and resume and not force and study.state(name) == "to run" and study.checkpoint(name) is None:
+                console.print(f"[yellow]{name}: no checkpoint to resume; starting from step 0[/]")
+            study.execute(name, force=force, resume=resume, world=world)
     finally:
         parallel.shutdown(world, created=not had_group)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import matplotlib
 
@@ -20,6 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from codestage.atomic import write_json, write_text  # noqa: E402
 from codestage.eval.tasks.base import DOMAINS  # noqa: E402
 from codestage.resources import bundled  # noqa: E402
+
+if TYPE_CHECKING:
+    from codestage.study.runner import StepOutcome, StudyRun
 
 STAGES = ("pretrain", "instruct", "mixing")
 TITLES = {
@@ -73,20 +76,20 @@ def _paper_fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
-def build_results(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]) -> dict[str, Any]:
+def build_results(runs: Mapping[str, StudyRun], config: Mapping[str, Any]) -> dict[str, Any]:
     """results.json: per run its stage and one cell per domain, plus the config that made them."""
     out_runs: dict[str, Any] = {}
     for name, info in runs.items():
-        results = json.loads((Path(info["eval_dir"]) / "results.json").read_text(encoding="utf-8"))
+        results = json.loads((info.eval_dir / "results.json").read_text(encoding="utf-8"))
         cells, extra = _domain_cells(results)
         out_runs[name] = {
-            "stage": info["stage"],
-            "same_run_as": info.get("alias_of"),
-            "base": info.get("base"),
+            "stage": info.stage,
+            "same_run_as": info.alias_of,
+            "base": info.base,
             "tasks": {d: _cell_json(c) for d, c in cells.items()},
             "other_tasks": {n: _cell_json(t) for n, t in extra.items()},
         }
-        heldout = Path(info["eval_dir"]) / "heldout.json"
+        heldout = info.eval_dir / "heldout.json"
         if heldout.is_file():
             out_runs[name]["heldout"] = json.loads(heldout.read_text(encoding="utf-8"))
     return {"runs": out_runs, "config": dict(config)}
@@ -160,15 +163,15 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
-def plot_losses(runs: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+def plot_losses(runs: Mapping[str, StudyRun], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, info in runs.items():
-        if info.get("alias_of"):
+        if info.alias_of:
             continue
-        rows = _read_metrics(info["dir"])
+        rows = _read_metrics(info.dir)
         if not rows:
             continue
-        ax = axes[0] if info["stage"] == "pretrain" else axes[1]
+        ax = axes[0] if info.stage == "pretrain" else axes[1]
         ax.plot([r["tokens"] / 1e6 for r in rows], [r["loss"] for r in rows], label=name, marker=".", markersize=3)
     for ax, title in zip(axes, ("pre-training", "instruction tuning (response tokens)")):
         ax.set_title(f"training loss: {title}")
@@ -236,21 +239,21 @@ def _table(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str) -> 
     return lines + [""]
 
 
-def _mixture_lines(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _mixture_lines(runs: Mapping[str, StudyRun]) -> list[str]:
     lines = ["## What each run was trained on", "",
              "Tokens drawn per source (from each run's `mixture.json`; phases in the run folder).", "",
              "| run | stage | steps | final loss | tokens per source | passes over each source |", "|---|---|---|---|---|---|"]
     for name, info in runs.items():
-        if info.get("alias_of"):
+        if info.alias_of:
             continue
-        mix_path = Path(info["dir"]) / "mixture.json"
-        rows = _read_metrics(info["dir"])
+        mix_path = info.dir / "mixture.json"
+        rows = _read_metrics(info.dir)
         if not mix_path.exists() or not rows:
             continue
         mix = json.loads(mix_path.read_text(encoding="utf-8"))
         toks = ", ".join(f"{s} {n:,}" for s, n in sorted(mix["tokens_total"].items()))
         ep = ", ".join(f"{s} {v:g}" for s, v in sorted(mix["epochs"].items()))
-        lines.append(f"| {name} | {info['stage']} | {rows[-1]['step']} | {rows[-1]['loss']:.3f} | {toks} | {ep} |")
+        lines.append(f"| {name} | {info.stage} | {rows[-1]['step']} | {rows[-1]['loss']:.3f} | {toks} | {ep} |")
     return lines + [""]
 
 
@@ -276,8 +279,8 @@ def _notes(results: Mapping[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def write_report(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any], out_dir: Path,
-                 *, timings: Mapping[str, Any] | None = None, paper_path: Path | None = None) -> dict[str, Any]:
+def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_dir: Path,
+                 *, timings: Mapping[str, StepOutcome] | None = None, paper_path: Path | None = None) -> dict[str, Any]:
     """Write out_dir/report.md, out_dir/results.json and out_dir/plots/*.png; return results."""
     out_dir = Path(out_dir)
     paper = load_paper_results(paper_path)
@@ -309,7 +312,7 @@ def write_report(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any
     if timings:
         md += ["## Steps", "", "| step | seconds |", "|---|---|"]
         for name, t in timings.items():
-            detail = t.get("seconds", "up to date" if t.get("skipped") else f"same as {t.get('alias_of')}")
+            detail = {"ran": t.seconds, "up_to_date": "up to date", "alias": f"same as {t.alias_of}"}[t.status]
             md.append(f"| {name} | {detail} |")
         md.append("")
     notes = paper.get("notes", [])

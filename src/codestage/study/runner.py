@@ -1,9 +1,14 @@
 """Run a study: tokenizer -> stores -> pretraining arms -> instruction runs -> evaluation -> report.
 
 Each step has a key: a hash of its config section, its inputs' fingerprints and the keys of the
-steps it depends on. A step whose output folder holds a marker with the same key is skipped; a
-training step that was cut off resumes from its last complete checkpoint. Two runs with the same
-key (the paper's CC run *is* its stepwise-decrease run) are trained once and both names point to it.
+steps it depends on (`Step.deps` names them). A step whose output folder holds a marker with the
+same key is up to date; a training step that was cut off resumes from its last complete
+checkpoint. Two runs with the same key (the paper's CC run *is* its stepwise-decrease run) are
+trained once and both names point to it.
+
+`Study.execute` is the one way a step runs, whoever calls it: `Study.run` (the inline executor
+behind `codestage run`), `codestage pretrain` under torchrun, and the executors of study/executors/.
+It alone reads and writes markers, prepares folders and honours --force and --resume.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from rich.console import Console
 
@@ -27,10 +32,16 @@ from codestage.tokenizer import load_tokenizer, train_bpe
 from codestage.errors import ConfigError
 from codestage.hashing import sha256_json
 from codestage.model import build_model, load_model, model_config
+from codestage.train import parallel
+from codestage.train.checkpoint import checkpoint_step
 from codestage.train.instruct import instruct_tune
 from codestage.train.pretrain import build_schedule, pretrain
 
-MARKER = ".step.json"
+if TYPE_CHECKING:
+    from codestage.config import InstructSetConfig, SourceConfig
+
+MARKER = ".step.json"  # in a step's folder: the key it was made with; present = finished
+KEY_FILE = ".key"  # in a started step's folder: the key it was started with (a cut-off run resumes only under it)
 
 
 def _fingerprint(paths: list[Path]) -> list[list[Any]]:
@@ -46,12 +57,44 @@ def _fingerprint(paths: list[Path]) -> list[list[Any]]:
 
 @dataclass
 class Step:
+    """One unit of work: `action(out)` makes the folder `out`; `key` is the hash of all it depends on.
+
+    `deps` are the steps whose outputs it reads (aliases resolved to the step that does the work;
+    an alias depends on the step it names). `resumable` steps keep a cut-off run's folder when it
+    was started under the same key; the others write their folder whole and start clean.
+    """
+
     name: str
     out: Path
     key: str
     action: Callable[[Path], None]
+    deps: tuple[str, ...] = ()
     alias_of: str | None = None
+    resumable: bool = True
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What `Study.execute` did with a step: ran it (taking `seconds`), found it up to date, or
+    found it an alias of `alias_of` (the same inputs, so the same folder)."""
+
+    name: str
+    status: Literal["ran", "up_to_date", "alias"]
+    seconds: float | None = None
+    alias_of: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """A trained model of the study as the report sees it: its table, folders and what it reuses."""
+
+    name: str
+    stage: str
+    dir: Path
+    eval_dir: Path
+    alias_of: str | None = None
+    base: str | None = None
 
 
 class Study:
@@ -69,30 +112,36 @@ class Study:
     def _paths(self, raw: list[str]) -> list[Path]:
         return expand_paths(raw, base=self.cfg.base_dir)
 
-    def _add(self, name: str, out: Path, key_parts: dict[str, Any], action: Callable[[Path], None], **info: Any) -> Step:
+    def _add(self, name: str, out: Path, key_parts: dict[str, Any], action: Callable[[Path], None], *,
+             deps: tuple[str, ...] = (), resumable: bool = True, **info: Any) -> Step:
         key = sha256_json(key_parts)
         alias = next((s.name for s in self.steps.values() if s.key == key and s.alias_of is None), None)
-        step = Step(name, self.steps[alias].out if alias else out, key, action, alias, info)
+        deps = (alias,) if alias else tuple(self._worker(d) for d in deps)
+        step = Step(name, self.steps[alias].out if alias else out, key, action, deps, alias, resumable, info)
         self.steps[name] = step
         return step
+
+    def _worker(self, name: str) -> str:
+        """The step that does `name`'s work (itself, or the one it is an alias of)."""
+        return self.steps[name].alias_of or name
 
     def _plan(self) -> None:
         cfg = self.cfg
         source_paths = {n: self._paths(s.paths) for n, s in cfg.sources.items()}
-        self.groups = _groups({n: (s.group, s.weight) for n, s in cfg.sources.items()})
+        self.groups = groups_of(cfg.sources)
 
         tok_key = {"tokenizer": cfg.tokenizer.model_dump(),  # no seed: BPE training is deterministic
                    "sources": {n: [s.model_dump(), _fingerprint(source_paths[n])] for n, s in cfg.sources.items()}}
         if cfg.tokenizer.path:
             tok_key = {"tokenizer_dir": _fingerprint(self._paths([cfg.tokenizer.path]))}
-        tok = self._add("tokenizer", self.out / "tokenizer", tok_key, self._make_tokenizer)
+        tok = self._add("tokenizer", self.out / "tokenizer", tok_key, self._make_tokenizer, resumable=False)
 
         store_keys = {}
         for n, s in cfg.sources.items():
             st = self._add(f"store/{n}", self.out / "stores" / n,
                            {"tok": tok.key, "source": s.model_dump(), "files": _fingerprint(source_paths[n]),
                             "strict": cfg.data.strict},
-                           lambda out, n=n: self._make_store(n, out))
+                           lambda out, n=n: self._make_store(n, out), deps=("tokenizer",), resumable=False)
             store_keys[n] = st.key
         if cfg.data.decontam:  # test-set overlap of all training data, reported (codestage.study.decontam)
             sets = {n: [s.model_dump(), _fingerprint(self._paths(s.paths))] for n, s in cfg.instruct.sets.items()}
@@ -108,13 +157,14 @@ class Study:
             self._add(f"pretrain/{arm}", self.out / "runs" / arm,
                       {"stores": {n: store_keys[n] for n in used}, "groups": self.groups, "model": cfg.model.model_dump(),
                        "train": cfg.pretrain.train.model_dump(), "schedule": self.arm_schedules[arm].to_json(), "seed": cfg.seed},
-                      lambda out, arm=arm: self._pretrain(arm, out), stage="pretrain", run=arm)
+                      lambda out, arm=arm: self._pretrain(arm, out), deps=("tokenizer", *(f"store/{n}" for n in used)),
+                      stage="pretrain", run=arm)
 
         runs = cfg.instruct.runs
         if runs and not cfg.instruct.sets:
             raise ConfigError("instruct.runs are given but instruct.sets is empty")
         set_paths = {n: self._paths(s.paths) for n, s in cfg.instruct.sets.items()}
-        self.instruct_groups = _groups({n: (s.group, s.weight) for n, s in cfg.instruct.sets.items()})
+        self.instruct_groups = groups_of(cfg.instruct.sets)
         self.run_schedules = {}
         for name, run in runs.items():
             self.run_schedules[name] = build_schedule(run.mixture, self.instruct_groups, where=f"instruct.runs.{name}.mixture")
@@ -123,12 +173,13 @@ class Study:
                       {"base": base.key, "sets": {n: [s.model_dump(), _fingerprint(set_paths[n])] for n, s in cfg.instruct.sets.items()},
                        "groups": self.instruct_groups, "template": cfg.instruct.template, "train": cfg.instruct.train.model_dump(),
                        "schedule": self.run_schedules[name].to_json()},
-                      lambda out, name=name: self._instruct(name, out), stage=run.table, run=name, base=run.base)
+                      lambda out, name=name: self._instruct(name, out), deps=("tokenizer", base.name),
+                      stage=run.table, run=name, base=run.base)
 
         for step in [s for s in list(self.steps.values()) if "run" in s.info]:
             run = step.info["run"]
             self._add(f"eval/{run}", self.out / "eval" / run, {"model": step.key, "eval": cfg.eval.model_dump()},
-                      lambda out, step=step: self._evaluate(step, out), run=run)
+                      lambda out, step=step: self._evaluate(step, out), deps=(step.name,), run=run)
 
     # ----------------------------------------------------------------- actions
     def _make_tokenizer(self, out: Path) -> None:
@@ -216,7 +267,7 @@ class Study:
         return {**loss, "skip_docs": h.skip_docs, "files": [str(f) for f in files], "seq_len": loss["seq_len"]}
 
     # ----------------------------------------------------------------- running
-    def is_done(self, step: Step) -> bool:
+    def _done(self, step: Step) -> bool:
         marker = step.out / MARKER
         if not marker.is_file():
             return False
@@ -225,66 +276,99 @@ class Study:
         except json.JSONDecodeError:
             return False
 
-    def _prepare(self, step: Step) -> None:
-        """Keep a cut-off training run's folder (to resume) only if it was started with the same key."""
-        key_file = step.out / ".key"
-        if step.out.exists() and (not key_file.is_file() or key_file.read_text() != step.key):
-            shutil.rmtree(step.out)
-        step.out.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(step.key)
+    def state(self, name: str) -> str:
+        """What `codestage plan` shows for a step: "up to date", "to run" or "same as OTHER"."""
+        step = self.steps[name]
+        if step.alias_of:
+            return f"same as {step.alias_of}"
+        return "up to date" if self._done(step) else "to run"
 
-    def run(self, *, only: list[str] | None = None, force: bool = False) -> dict[str, Any]:
-        """Run every planned step (or those whose names start with one of `only`) in order."""
-        timings: dict[str, Any] = {}
-        selected = [s for s in self.steps.values() if not only or any(s.name.startswith(o) for o in only)]
-        if only and not selected:
-            raise ConfigError(f"--only {only}: no step matches; steps are {', '.join(self.steps)}")
-        for step in selected:
-            if step.alias_of:
-                self.console.print(f"[dim]= {step.name}: same inputs as {step.alias_of}, reusing it[/]")
-                timings[step.name] = {"alias_of": step.alias_of}
-                continue
-            if self.is_done(step) and not force:
-                self.console.print(f"[dim]✓ {step.name}: up to date[/]")
-                timings[step.name] = {"skipped": True}
-                continue
-            if force and step.out.exists():
-                shutil.rmtree(step.out)
-            self.console.print(f"[bold cyan]▶ {step.name}[/]")
-            t0 = time.perf_counter()
-            if step.name == "tokenizer" or step.name.startswith("store/"):
-                if step.out.exists():
-                    shutil.rmtree(step.out)
-                step.action(step.out)
-            else:
-                self._prepare(step)
-                step.action(step.out)
-            seconds = round(time.perf_counter() - t0, 2)
+    def checkpoint(self, name: str) -> int | None:
+        """The step of the last complete checkpoint of a cut-off run of `name` started under its
+        current key (what execute would resume from), else None."""
+        step = self.steps[name]
+        key_file = step.out / KEY_FILE
+        if not step.resumable or not key_file.is_file() or key_file.read_text() != step.key:
+            return None
+        return checkpoint_step(step.out)
+
+    def _prepare(self, step: Step, *, force: bool) -> None:
+        """An empty folder for a fresh start, or a resumable step's cut-off folder started under the same key."""
+        key_file = step.out / KEY_FILE
+        if step.out.exists() and (force or not step.resumable or not key_file.is_file() or key_file.read_text() != step.key):
+            shutil.rmtree(step.out)
+        if step.resumable:
+            step.out.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(step.key)
+
+    def execute(self, name: str, *, force: bool = False, resume: bool = True,
+                world: parallel.World | None = None) -> StepOutcome:
+        """Run step `name` unless it is up to date (or an alias); the one place markers are read and written.
+
+        `force` starts it over, discarding its folder. `resume=False` refuses to continue a cut-off
+        run silently (ConfigError naming --resume and --force) where `resume=True` continues it from
+        its last checkpoint. Under torchrun every rank calls this with its `world` and runs the
+        action together; only the main rank touches folders and markers, between barriers.
+        """
+        step = self.steps[name]
+        main = world is None or world.main
+        if step.alias_of:
+            if main:
+                self.console.print(f"[dim]= {name}: same inputs as {step.alias_of}, reusing it[/]")
+            return StepOutcome(name, "alias", alias_of=step.alias_of)
+        if self._done(step) and not force:
+            if main:
+                self.console.print(f"[dim]✓ {name}: up to date[/]")
+            return StepOutcome(name, "up_to_date")
+        at = None if force else self.checkpoint(name)
+        if at is not None and not resume:
+            raise ConfigError(f"{step.out} holds a checkpoint at step {at} of this run; pass --resume to continue "
+                              "it, or --force to start over")
+        if main:
+            self._prepare(step, force=force)
+            self.console.print(f"[bold cyan]▶ {name}[/]" + (f" (resuming from step {at})" if at is not None else ""))
+        if world is not None:
+            parallel.barrier(world)
+        t0 = time.perf_counter()
+        step.action(step.out)
+        seconds = round(time.perf_counter() - t0, 2)
+        if main:
             write_json(step.out / MARKER, {"key": step.key, "step": step.name, "seconds": seconds,
                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            timings[step.name] = {"seconds": seconds}
-        return timings
+        if world is not None:
+            parallel.barrier(world)
+        return StepOutcome(name, "ran", seconds)
 
-    def run_table(self) -> dict[str, dict[str, Any]]:
-        """Per run: stage, folder, and which run it reuses (for the report)."""
+    def select(self, only: list[str] | None = None) -> list[str]:
+        """The names of the planned steps in order, or of those starting with one of `only`."""
+        selected = [n for n in self.steps if not only or any(n.startswith(o) for o in only)]
+        if only and not selected:
+            raise ConfigError(f"--only {only}: no step matches; steps are {', '.join(self.steps)}")
+        return selected
+
+    def run(self, *, only: list[str] | None = None, force: bool = False) -> dict[str, StepOutcome]:
+        """Execute every planned step (or those whose names start with one of `only`) in order, here."""
+        return {name: self.execute(name, force=force) for name in self.select(only)}
+
+    def run_table(self) -> dict[str, StudyRun]:
+        """Per trained model: stage, folders, and which run it reuses (for the report)."""
         out = {}
         for s in self.steps.values():
             if "run" in s.info and not s.name.startswith("eval/"):
                 run = s.info["run"]
-                ev = self.steps[f"eval/{run}"]
-                out[run] = {"stage": s.info["stage"], "dir": s.out, "eval_dir": ev.out, "alias_of": s.alias_of,
-                            "base": s.info.get("base")}
+                out[run] = StudyRun(run, s.info["stage"], s.out, self.steps[f"eval/{run}"].out, s.alias_of, s.info.get("base"))
         return out
 
     def resolved_config(self) -> dict[str, Any]:
         return config_to_dict(self.cfg)
 
 
-def _groups(members: dict[str, tuple[str, float]]) -> dict[str, dict[str, float]]:
+def groups_of(members: Mapping[str, SourceConfig | InstructSetConfig]) -> dict[str, dict[str, float]]:
+    """group -> {member: weight} of sources or instruction sets: what mixing schedules weight."""
     out: dict[str, dict[str, float]] = {}
-    for name, (group, weight) in members.items():
-        out.setdefault(group, {})[name] = weight
+    for name, m in members.items():
+        out.setdefault(m.group, {})[name] = m.weight
     return out
 
 
-__all__ = ["Study", "Step"]
+__all__ = ["Study", "Step", "StepOutcome", "StudyRun", "groups_of"]
