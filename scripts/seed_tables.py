@@ -7,10 +7,10 @@ score over seeds with each seed's value, and the held-out bits per byte.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-DOMAINS = ["logic", "legal", "scientific", "analogical", "code_reasoning", "code_generation"]
+from codestage.domains import DOMAINS
+from codestage.results import StudyResults
 
 
 def main() -> None:
@@ -18,28 +18,28 @@ def main() -> None:
     ap.add_argument("seed_dirs", nargs="+", type=Path)
     ap.add_argument("--runs", default="NL,CODE")
     args = ap.parse_args()
-    results = [json.loads((d / "results.json").read_text()) for d in args.seed_dirs]
+    results = [StudyResults.read(d / "results.json") for d in args.seed_dirs]
     runs = args.runs.split(",")
     print("| run | " + " | ".join(DOMAINS) + " |")
     print("|---|" + "---|" * len(DOMAINS))
     for run in runs:
         cells = []
         for dom in DOMAINS:
-            vals = [r["runs"][run]["tasks"][dom]["value"] for r in results if run in r["runs"]]
+            vals = [r.runs[run].tasks[dom].value for r in results if run in r.runs]
             if not vals or any(v is None for v in vals):
                 cells.append("—")
                 continue
-            n = results[0]["runs"][run]["tasks"][dom]["n"]
+            n = results[0].runs[run].tasks[dom].n
             cells.append(f"{sum(vals) / len(vals):.2f} ({', '.join(f'{v:.1f}' for v in vals)}) n={n}")
         print(f"| {run} | " + " | ".join(cells) + " |")
     print()
-    names = sorted({k for r in results for run in runs for k in r["runs"].get(run, {}).get("heldout", {})})
+    names = sorted({k for r in results for run in runs if run in r.runs for k in r.runs[run].heldout or {}})
     print("| run | " + " | ".join(f"held-out {k} (bits/byte)" for k in names) + " |")
     print("|---|" + "---|" * len(names))
     for run in runs:
         cells = []
         for k in names:
-            vals = [r["runs"][run]["heldout"][k]["bits_per_byte"] for r in results if k in r["runs"].get(run, {}).get("heldout", {})]
+            vals = [r.runs[run].heldout[k].bits_per_byte for r in results if run in r.runs and k in (r.runs[run].heldout or {})]
             cells.append(f"{sum(vals) / len(vals):.4f} ({', '.join(f'{v:.4f}' for v in vals)})" if vals else "—")
         print(f"| {run} | " + " | ".join(cells) + " |")
 

@@ -11,6 +11,7 @@ import yaml
 
 from codestage.errors import ConfigError, ModelPathError
 from codestage.eval.harness import compare, evaluate, export_lm_eval, list_tasks, load_scorer
+from codestage.results import EvalResults
 from codestage.eval.scoring import Scorer
 
 
@@ -28,6 +29,7 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory, micro_model_dir: Path, s
 
 def test_results_file_has_every_task(paper_run: Path) -> None:
     res = json.loads((paper_run / "results.json").read_text())
+    assert EvalResults.read(paper_run / "results.json").to_json() == res  # one JSON form: it reads back whole
     assert res["protocol"] == "paper" and res["shots"] == 0 and res["seed"] == 1
     tasks = res["tasks"]
     assert set(tasks) == {"ceval_logic", "logiqa_en", "logiqa_zh", "jecqa_kd", "scienceqa", "ekar_zh", "cosqa", "mbpp_sanitized", "mbpp"}
@@ -58,29 +60,30 @@ def test_items_file_lines(paper_run: Path) -> None:
 
 def test_lm_eval_protocol_with_shots(tmp_path: Path, micro_model_dir: Path, scorer: Scorer) -> None:
     res = evaluate(micro_model_dir, ["cosqa", "logic"], tmp_path, limit=5, protocol="lm-eval", shots=2, scorer=scorer)
-    cos = res["tasks"]["cosqa"]
-    assert cos["n"] == 5 and cos["subsample"] is None and cos["limit"] == 5 and cos["shots"] == 2
-    assert cos["gold_logprob"]["unit"] == "nats" and 0 <= cos["acc_norm"]["value"] <= 100
+    cos = res.tasks["cosqa"]
+    assert cos.n == 5 and cos.subsample is None and cos.limit == 5 and cos.shots == 2
+    assert cos.gold_logprob.unit == "nats" and 0 <= cos.acc_norm.value <= 100
     again = evaluate(micro_model_dir, ["cosqa", "logic"], tmp_path / "again", limit=5, protocol="lm-eval", shots=2, scorer=scorer)
-    assert again["tasks"]["cosqa"]["value"] == cos["value"]
+    assert again.tasks["cosqa"].value == cos.value
     assert (tmp_path / "items.jsonl").read_text() == (tmp_path / "again" / "items.jsonl").read_text()
 
 
 def test_compare_runs(tmp_path: Path, paper_run: Path, micro_model_dir: Path, scorer: Scorer) -> None:
     other = evaluate(micro_model_dir, ["all"], tmp_path, sample=6, seed=1, protocol="lm-eval", scorer=scorer, max_new_tokens=16)
-    assert other["tasks"]["cosqa"]["n"] == 6
+    assert other.tasks["cosqa"].n == 6
     out = compare(paper_run, tmp_path / "items.jsonl")
-    cos = out["tasks"]["cosqa"]
-    assert cos["n"] == 6 and cos["diff"] == pytest.approx(cos["a"] - cos["b"]) and 0 < cos["p_value"] <= 1
-    assert out["tasks"]["mbpp"]["metric"] == "bleu"
+    cos = out.tasks["cosqa"]
+    assert cos.n == 6 and cos.diff == pytest.approx(cos.a - cos.b) and 0 < cos.p_value <= 1
+    assert out.tasks["mbpp"].metric == "bleu"
     same = compare(paper_run, paper_run)
-    assert all(t["diff"] == 0 and t["p_value"] == 1.0 for t in same["tasks"].values())
+    assert all(t.diff == 0 and t.p_value == 1.0 for t in same.tasks.values())
 
 
 def test_check_references_needs_no_model(tmp_path: Path) -> None:
     res = evaluate(None, ["mbpp"], tmp_path, limit=8, check_references=True)
-    r = res["tasks"]["mbpp"]
-    assert r["pass@1"]["value"] == 100.0 and r["value"] == 100.0 and r["bits_per_byte"] is None
+    r = res.tasks["mbpp"]
+    assert r.pass_at_1.value == 100.0 and r.value == 100.0 and r.bits_per_byte is None
+    assert r.to_json()["bits_per_byte"] is None and "pass@1" in r.to_json()
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import yaml
 
 from codestage.config import load_config
 from codestage.resources import DATA_DIR
+from codestage.results import StudyResults
 from codestage.study.report import write_report
 from codestage.study.runner import Study, StepOutcome
 
@@ -83,6 +84,7 @@ def test_every_run_and_domain_is_reported(study_out) -> None:
             lo, hi = cell["ci95"]
             assert lo <= cell["value"] <= hi
     assert "paper" in on_disk and "config" in on_disk
+    assert StudyResults.read(out / "results.json").to_json() == on_disk == results.to_json()
 
 
 def test_report_cells_come_from_the_runs_items(study_out) -> None:
@@ -92,19 +94,19 @@ def test_report_cells_come_from_the_runs_items(study_out) -> None:
         legal = [r for r in items if r["task"] == "jecqa_kd"]
         assert len(legal) == 3
         acc = 100.0 * sum(r["correct"] for r in legal) / len(legal)
-        assert results["runs"][run]["tasks"]["legal"]["value"] == pytest.approx(acc)
+        assert results.runs[run].tasks["legal"].value == pytest.approx(acc)
 
 
 def test_heldout_loss_and_continuous_metrics_are_reported(study_out) -> None:
     out, results, _ = study_out
     for run in RUNS:
-        h = results["runs"][run]["heldout"]["code"]
-        assert h["skip_docs"] == 60 and h["documents"] >= 1 and 0 < h["tokens"] <= 1500
-        assert 0 < h["bits_per_byte"] < 20 and h["nats_per_token"] > 0
+        h = results.runs[run].heldout["code"]
+        assert h.skip_docs == 60 and h.documents >= 1 and 0 < h.tokens <= 1500
+        assert 0 < h.bits_per_byte < 20 and h.nats_per_token > 0
     # NL and CODE are different models: their held-out code losses differ
-    assert results["runs"]["NL"]["heldout"]["code"]["nats_per_token"] != results["runs"]["CODE"]["heldout"]["code"]["nats_per_token"]
-    legal = results["runs"]["NL"]["tasks"]["legal"]
-    assert legal["gold_logprob"]["n"] == 3 and "value" in legal["margin"]
+    assert results.runs["NL"].heldout["code"].nats_per_token != results.runs["CODE"].heldout["code"].nats_per_token
+    legal = results.runs["NL"].tasks["legal"]
+    assert legal.gold_logprob.n == 3 and legal.margin.value is not None
     md = (out / "report.md").read_text()
     assert "## Held-out loss" in md and "## Continuous metrics" in md
     assert "## Test-set contamination" in md and "| mbpp_sanitized |" in md
@@ -113,7 +115,7 @@ def test_heldout_loss_and_continuous_metrics_are_reported(study_out) -> None:
 def test_cc_is_the_stepwise_decrease_run_trained_once(study_out) -> None:
     out, results, timings = study_out
     assert timings["instruct/stepwise_decrease"] == StepOutcome("instruct/stepwise_decrease", "alias", alias_of="instruct/CC")
-    assert results["runs"]["stepwise_decrease"]["tasks"]["legal"] == results["runs"]["CC"]["tasks"]["legal"]
+    assert results.runs["stepwise_decrease"].tasks["legal"] == results.runs["CC"].tasks["legal"]
 
 
 def test_report_and_plots_are_written(study_out) -> None:

@@ -11,8 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from codestage.config import StudyConfig, load_config
+from codestage.domains import DOMAIN_TABLE, DOMAINS
 from codestage.errors import CodestageError
 from codestage.resources import DATA_DIR
+from codestage.results import StudyResults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="At which training stage does code data help a language model reason?")
@@ -46,22 +48,18 @@ def torch_flush_denormal() -> None:
     torch.set_flush_denormal(True)
 
 
-def _summary(results: dict, out: Path) -> None:
-    from codestage.eval.tasks.base import DOMAINS
-
+def _summary(results: StudyResults, out: Path) -> None:
     table = Table(title="codestage: scores (accuracy % / BLEU x100), 95% CI in the report")
-    short = {"logic": "logic", "legal": "legal", "scientific": "sci", "analogical": "analog",
-             "code_reasoning": "code-r", "code_generation": "code-g"}
     table.add_column("run", no_wrap=True)
     table.add_column("stage", no_wrap=True)
     for d in DOMAINS:
-        table.add_column(short.get(d, d), justify="right", no_wrap=True)
-    for name, run in results["runs"].items():
+        table.add_column(DOMAIN_TABLE[d].short, justify="right", no_wrap=True)
+    for name, run in results.runs.items():
         cells = []
         for d in DOMAINS:
-            c = run["tasks"].get(d)
-            cells.append("—" if not c or c.get("value") is None else f"{c['value']:.1f}")
-        table.add_row(name, run["stage"], *cells)
+            c = run.tasks.get(d)
+            cells.append("—" if not c or c.value is None else f"{c.value:.1f}")
+        table.add_row(name, run.stage, *cells)
     Console().print(table)
     console.print(f"report: {out / 'report.md'}   results: {out / 'results.json'}   plots: {out / 'plots'}")
 
@@ -109,7 +107,7 @@ def plan(config: Path = typer.Argument(..., help="study YAML"), out: Path = type
 @app.command("eval")
 def eval_cmd(
     model: Optional[Path] = typer.Option(None, "--model", help="HF causal-LM directory (ours or anyone's)"),
-    tasks: str = typer.Option("logic,legal,scientific,analogical,code_reasoning,code_generation", "--tasks",
+    tasks: str = typer.Option(",".join(DOMAINS), "--tasks",
                               help="comma-separated task or domain names, or 'all' (see `codestage tasks list`)"),
     out: Path = typer.Option(..., "--out", help="output folder for results.json and items.jsonl"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="evaluation data folder (default: the bundled slice)"),
@@ -136,7 +134,7 @@ def eval_cmd(
                        shots=shots, batch_size=batch_size, device=device, max_new_tokens=max_new_tokens,
                        execute=not no_execute, check_references=check_references, samples=samples,
                        temperature=temperature, timeout_s=timeout, progress=not quiet)
-    table = Table("task", "score", "95% CI", "n", title=f"codestage eval ({results['protocol']}, {results['shots']}-shot)")
+    table = Table("task", "score", "95% CI", "n", title=f"codestage eval ({results.protocol}, {results.shots}-shot)")
     for row in summary_rows(results):
         table.add_row(*row)
     Console().print(table)
@@ -158,24 +156,22 @@ def compare(
     side_a = [Path(x) for x in run_a.split(",") if x]
     side_b = [Path(x) for x in run_b.split(",") if x]
     result = compare_runs(side_a, side_b, seed=seed)
-    seeds = f" ({result['seeds']} seeds, item values averaged over seeds)" if result["seeds"] > 1 else ""
+    seeds = f" ({result.seeds} seeds, item values averaged over seeds)" if result.seeds > 1 else ""
     table = Table("task", "metric", "n", "A", "B", "A - B", "95% CI", "p", "margin or bits/byte: A - B [95% CI] p",
                   title=f"A = {run_a}\nB = {run_b}{seeds}")
-    for task, r in result["tasks"].items():
-        lo, hi = r["ci95"]
+    for task, r in result.tasks.items():
+        lo, hi = r.ci95
         cont = []
-        for key, label in (("margin", "margin"), ("bits_per_byte", "bits/byte")):
-            if key in r:
-                c = r[key]
-                cont.append(f"{label} {c['diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] p={c['p_value']:.3f}")
-        cont = "; ".join(cont)
-        table.add_row(task, r["metric"], str(r["n"]), f"{r['a']:.2f}", f"{r['b']:.2f}", f"{r['diff']:+.2f}",
-                      f"[{lo:+.2f}, {hi:+.2f}]", f"{r['p_value']:.3f}", cont)
+        for c, label in ((r.margin, "margin"), (r.bits_per_byte, "bits/byte")):
+            if c is not None:
+                cont.append(f"{label} {c.diff:+.4f} [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] p={c.p_value:.3f}")
+        table.add_row(task, r.metric, str(r.n), f"{r.a:.2f}", f"{r.b:.2f}", f"{r.diff:+.2f}",
+                      f"[{lo:+.2f}, {hi:+.2f}]", f"{r.p_value:.3f}", "; ".join(cont))
     Console().print(table)
-    if result["unpaired_tasks"]:
-        console.print(f"tasks in only one run (not compared): {', '.join(result['unpaired_tasks'])}")
+    if result.unpaired_tasks:
+        console.print(f"tasks in only one run (not compared): {', '.join(result.unpaired_tasks)}")
     if json_out:
-        write_json(json_out, result)
+        write_json(json_out, result.to_json())
 
 
 tasks_app = typer.Typer(no_args_is_help=True, help="The evaluation tasks: list them, export them to lm-evaluation-harness.")

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from codestage.domains import DOMAINS
 from codestage.errors import ConfigError
 
 
@@ -160,7 +161,7 @@ class HeldoutConfig(_Strict):
 
 class EvalConfig(_Strict):
     data_dir: str | None = Field(None, description="root with ceval_logic/, logiqa/, ... (default: bundled slice)")
-    tasks: list[str] = Field(default_factory=lambda: ["logic", "legal", "scientific", "analogical", "code_reasoning", "code_generation"])
+    tasks: list[str] = Field(default_factory=lambda: list(DOMAINS))
     sample: int | None = Field(None, gt=0, description="seeded subsample per task; null = full sets")
     protocol: Literal["paper", "lm-eval"] = "paper"
     shots: int = Field(0, ge=0)

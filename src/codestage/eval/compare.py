@@ -20,6 +20,7 @@ import numpy as np
 
 from codestage.errors import DataError
 from codestage.jsonlines import iter_json_lines
+from codestage.results import Comparison
 from codestage.eval.metrics import bleu_statistic
 from codestage.eval.stats import mean_stat, paired_bootstrap, ratio_stat
 
@@ -67,7 +68,7 @@ def _per_item(runs: list[dict[int, dict]], ids: list[int], field: str, reduce: s
     return stacked.sum(axis=0) if reduce == "sum" else stacked.mean(axis=0)
 
 
-def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Sequence[Path | str], *, seed: int = 0) -> dict:
+def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Sequence[Path | str], *, seed: int = 0) -> Comparison:
     """Per task: n paired items, A's and B's score (percent), A - B with 95% interval and p-value.
     Each side is one items file (or run folder), or a list of them, one per seed."""
     list_a = [items_a] if isinstance(items_a, (str, Path)) else list(items_a)
@@ -119,4 +120,4 @@ def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Se
             entry["bits_per_byte"] = {"a": float(ratio_stat(ba.sum(axis=0), len(ids))), "b": float(ratio_stat(bb.sum(axis=0), len(ids))),
                                       **paired_bootstrap(ba, bb, ratio_stat, seed=seed)}
         out["tasks"][task] = entry
-    return out
+    return Comparison.from_json(out)

@@ -1,8 +1,9 @@
 """The evaluation entry points the CLI and the study runner call: evaluate, compare, export, list.
 
 `evaluate` loads a model once, runs every requested task (missing data -> a null cell with the
-reason), and writes `results.json` (per task: metric, value in percent, n, 95% interval,
-protocol, shots, data hashes, subsample) and `items.jsonl` (one line per item) atomically.
+reason), and writes `results.json` (an `EvalResults`: per task a `TaskResult` with metric, value in
+percent, n, 95% interval, protocol, shots, data hashes, subsample) and `items.jsonl` (one line per
+item) atomically.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -27,6 +28,7 @@ from codestage.eval.sandbox import Limits
 from codestage.eval.scoring import Scorer
 from codestage.eval.tasks.base import GenerationTask, Item, MultipleChoiceTask, Task, TaskDataMissing
 from codestage.hashing import sha256_json, sha256_file
+from codestage.results import EvalResults, TaskResult
 
 __all__ = ["evaluate", "compare", "export_lm_eval", "list_tasks", "load_scorer"]
 
@@ -88,11 +90,9 @@ def _provenance(task: Task) -> dict:
     return {"files": files, "data_sha256": sha256_json(files)}
 
 
-def _missing(task: Task, reason: str, protocol: str, shots: int) -> dict:
-    return {
-        "task": task.name, "domain": task.domain, "metric": task.metric, "value": None, "n": 0, "ci95": None,
-        "protocol": protocol, "shots": shots, "missing": reason,
-    }
+def _missing(task: Task, reason: str, protocol: str, shots: int) -> TaskResult:
+    return TaskResult(task=task.name, domain=task.domain, metric=task.metric, value=None, n=0, ci95=None,
+                      protocol=protocol, shots=shots, missing=reason)
 
 
 def evaluate(
@@ -116,7 +116,7 @@ def evaluate(
     timeout_s: float = 10.0,
     scorer: Scorer | None = None,
     progress: bool = False,
-) -> dict:
+) -> EvalResults:
     """Evaluate a HF causal-LM directory on tasks (task or domain names); write and return results.
 
     `limit` keeps the first N items, `sample` a seeded random N of them (recorded in the result);
@@ -133,21 +133,15 @@ def evaluate(
             raise ConfigError("model: a model directory is needed (only --check-references on code tasks runs without one)")
         scorer = load_scorer(model_dir, device=device, batch_size=batch_size)
     limits = Limits(timeout_s=timeout_s)
-    results: dict[str, Any] = {
-        "model": str(model_dir) if model_dir is not None else None,
-        "protocol": proto,
-        "shots": shots,
-        "seed": seed,
-        "data_dir": str(data_dir) if data_dir is not None else "bundled",
-        "tasks": {},
-    }
+    results = EvalResults(model=str(model_dir) if model_dir is not None else None, protocol=proto, shots=shots, seed=seed,
+                          data_dir=str(data_dir) if data_dir is not None else "bundled", tasks={})
     lines: list[str] = []
     for task in instances:
         started = time.perf_counter()
         try:
             all_items = task.load()
         except TaskDataMissing as exc:
-            results["tasks"][task.name] = _missing(task, str(exc), proto, shots)
+            results.tasks[task.name] = _missing(task, str(exc), proto, shots)
             continue
         items, subsample = _select(all_items, limit, sample, seed)
         bar = _Progress(task.name, len(items)) if progress else None
@@ -164,7 +158,7 @@ def evaluate(
             )
         if bar:
             bar.close()
-        results["tasks"][task.name] = {
+        results.tasks[task.name] = TaskResult.from_json({
             "task": task.name,
             "domain": task.domain,
             **summary,
@@ -177,10 +171,10 @@ def evaluate(
             **_provenance(task),
             "notes": list(getattr(task, "notes", [])),
             "seconds": round(time.perf_counter() - started, 3),
-        }
+        })
         lines.extend(json.dumps(r, ensure_ascii=False) for r in records)
     write_text(out / "items.jsonl", "".join(line + "\n" for line in lines))
-    write_json(out / "results.json", results)
+    write_json(out / "results.json", results.to_json())
     return results
 
 
@@ -201,13 +195,13 @@ class _Progress:
         self._p.stop()
 
 
-def summary_rows(results: dict) -> Sequence[tuple[str, str, str, str]]:
+def summary_rows(results: EvalResults) -> Sequence[tuple[str, str, str, str]]:
     """(task, value, ci95, n) strings for a one-screen summary."""
     rows = []
-    for name, r in results.get("tasks", {}).items():
-        if r.get("value") is None:
-            rows.append((name, "—", r.get("missing", ""), "0"))
+    for name, r in results.tasks.items():
+        if r.value is None:
+            rows.append((name, "—", r.missing or "", "0"))
         else:
-            lo, hi = r["ci95"]
-            rows.append((name, f"{r['value']:.2f} {r['metric']}", f"[{lo:.2f}, {hi:.2f}]", str(r["n"])))
+            lo, hi = r.ci95
+            rows.append((name, f"{r.value:.2f} {r.metric}", f"[{lo:.2f}, {hi:.2f}]", str(r.n)))
     return rows

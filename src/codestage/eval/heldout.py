@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from codestage.errors import DataError
+from codestage.results import HeldoutLoss
 
 
 def heldout_loss(
@@ -27,7 +28,7 @@ def heldout_loss(
     seq_len: int | None = None,
     batch_size: int = 8,
     origin: str = "the held-out texts",
-) -> dict:
+) -> HeldoutLoss:
     """Mean next-token loss of an already loaded model on held-out texts (module docstring);
     `origin` names where the texts came from in the error raised when there are none."""
     seq_len = seq_len or int(getattr(model.config, "max_position_embeddings", 1024))
@@ -64,11 +65,5 @@ def heldout_loss(
             )
             total_nll += float(nll)
             total_tokens += int((labels[:, 1:] != -100).sum())
-    return {
-        "nats_per_token": total_nll / total_tokens,
-        "bits_per_byte": total_nll / math.log(2) / max(1, n_bytes),
-        "tokens": total_tokens,
-        "bytes": n_bytes,
-        "documents": docs_used,
-        "seq_len": seq_len,
-    }
+    return HeldoutLoss(nats_per_token=total_nll / total_tokens, bits_per_byte=total_nll / math.log(2) / max(1, n_bytes),
+                       tokens=total_tokens, bytes=n_bytes, documents=docs_used, seq_len=seq_len)

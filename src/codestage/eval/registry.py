@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from codestage.domains import DOMAINS
 from codestage.errors import ConfigError
-from codestage.eval.tasks.base import DOMAINS, Task
+from codestage.eval.tasks.base import Task
 from codestage.eval.tasks.ceval_logic import CevalLogic
 from codestage.eval.tasks.cosqa import CoSQA
 from codestage.eval.tasks.ekar import EkarZh

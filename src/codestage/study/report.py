@@ -18,8 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from codestage.atomic import write_json, write_text  # noqa: E402
-from codestage.eval.tasks.base import DOMAINS  # noqa: E402
+from codestage.domains import DOMAIN_TABLE, DOMAINS  # noqa: E402
 from codestage.resources import bundled  # noqa: E402
+from codestage.results import EvalResults, HeldoutLoss, RunResults, StudyResults, TaskResult  # noqa: E402
 
 if TYPE_CHECKING:
     from codestage.study.runner import StepOutcome, StudyRun
@@ -30,26 +31,25 @@ TITLES = {
     "instruct": "Table 2: instruction-tuning stage (NN / NC / CC)",
     "mixing": "Table 3: dynamic mixing strategies (instruction tuning from CODE)",
 }
-DOMAIN_LABELS = {"logic": "logic", "legal": "legal", "scientific": "scientific", "analogical": "analogical",
-                 "code_reasoning": "code reasoning", "code_generation": "code generation"}
+LABELS = [DOMAIN_TABLE[d].label for d in DOMAINS]
 
 
 def load_paper_results(path: Path | None = None) -> dict[str, Any]:
     return json.loads((path or bundled("paper", "reported_results.json")).read_text(encoding="utf-8"))
 
 
-def _domain_cells(eval_results: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Split a results.json's tasks into one cell per domain (the paper's set first) and the rest."""
+def _domain_cells(eval_results: EvalResults) -> tuple[dict[str, TaskResult], dict[str, TaskResult]]:
+    """Split a model's task results into one cell per domain (the paper's set first) and the rest."""
     from codestage.eval.registry import DOMAIN_DEFAULT
 
-    tasks = eval_results.get("tasks", {})
-    cells: dict[str, dict[str, Any]] = {}
+    tasks = eval_results.tasks
+    cells: dict[str, TaskResult] = {}
     for domain in DOMAINS:
         preferred = DOMAIN_DEFAULT.get(domain)
         if preferred in tasks:
             cells[domain] = tasks[preferred]
         else:
-            same = [t for t in tasks.values() if t.get("domain") == domain]
+            same = [t for t in tasks.values() if t.domain == domain]
             if same:
                 cells[domain] = same[0]
     used = {id(c) for c in cells.values()}
@@ -57,63 +57,53 @@ def _domain_cells(eval_results: Mapping[str, Any]) -> tuple[dict[str, dict[str, 
     return cells, extra
 
 
-def _cell_json(task: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("task", "metric", "value", "n", "ci95", "missing", "subsample", "chance", "protocol", "shots",
-            "gold_logprob", "margin", "pass@1", "bits_per_byte")
-    return {k: task[k] for k in keep if k in task}
-
-
-def _fmt(task: Mapping[str, Any] | None) -> str:
+def _fmt(task: TaskResult | None) -> str:
     if task is None:
         return "not evaluated"
-    if task.get("value") is None:
-        return "— (data missing; see Evaluation sets)" if task.get("missing") else "—"
-    lo, hi = task.get("ci95") or (float("nan"), float("nan"))
-    return f"{task['value']:.2f} [{lo:.1f}, {hi:.1f}] n={task['n']}"
+    if task.value is None:
+        return "— (data missing; see Evaluation sets)" if task.missing else "—"
+    lo, hi = task.ci95 or (float("nan"), float("nan"))
+    return f"{task.value:.2f} [{lo:.1f}, {hi:.1f}] n={task.n}"
 
 
 def _paper_fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
-def build_results(runs: Mapping[str, StudyRun], config: Mapping[str, Any]) -> dict[str, Any]:
+def build_results(runs: Mapping[str, StudyRun], config: Mapping[str, Any]) -> StudyResults:
     """results.json: per run its stage and one cell per domain, plus the config that made them."""
-    out_runs: dict[str, Any] = {}
+    out_runs: dict[str, RunResults] = {}
     for name, info in runs.items():
-        results = json.loads((info.eval_dir / "results.json").read_text(encoding="utf-8"))
-        cells, extra = _domain_cells(results)
-        out_runs[name] = {
-            "stage": info.stage,
-            "same_run_as": info.alias_of,
-            "base": info.base,
-            "tasks": {d: _cell_json(c) for d, c in cells.items()},
-            "other_tasks": {n: _cell_json(t) for n, t in extra.items()},
-        }
+        cells, extra = _domain_cells(EvalResults.read(info.eval_dir / "results.json"))
+        out_runs[name] = RunResults(stage=info.stage, same_run_as=info.alias_of, base=info.base,
+                                    tasks={d: c.cell() for d, c in cells.items()},
+                                    other_tasks={n: t.cell() for n, t in extra.items()})
         heldout = info.eval_dir / "heldout.json"
         if heldout.is_file():
-            out_runs[name]["heldout"] = json.loads(heldout.read_text(encoding="utf-8"))
-    return {"runs": out_runs, "config": dict(config)}
+            raw = json.loads(heldout.read_text(encoding="utf-8"))
+            out_runs[name].heldout = {k: HeldoutLoss.from_json(v, origin=f"{heldout}: {k}") for k, v in raw.items()}
+    return StudyResults(runs=out_runs, config=dict(config))
 
 
-def _continuous_lines(results: Mapping[str, Any]) -> list[str]:
+def _continuous_lines(results: StudyResults) -> list[str]:
     """Mean log-prob of the gold choice and its margin over the best wrong one (multiple choice),
     bits per byte of the reference and pass@1 (code generation): signals that move before accuracy does."""
     lines = ["## Continuous metrics", "",
              "Multiple choice: mean log-probability of the gold choice under the protocol's score / its margin over the "
              "best wrong choice (higher is better). Code generation: bits per byte of the reference solution (lower is "
              "better) and pass@1 (%).", "",
-             "| run | " + " | ".join(DOMAIN_LABELS[d] for d in DOMAINS) + " |", "|---|" + "---|" * len(DOMAINS)]
-    for name, run in results["runs"].items():
+             "| run | " + " | ".join(LABELS) + " |", "|---|" + "---|" * len(DOMAINS)]
+    for name, run in results.runs.items():
         cells = []
         for d in DOMAINS:
-            c = run["tasks"].get(d) or {}
-            if c.get("value") is None:
+            c = run.tasks.get(d)
+            if c is None or c.value is None:
                 cells.append("—")
-            elif c.get("bits_per_byte"):
-                p1 = (c.get("pass@1") or {}).get("value")
-                cells.append(f"{c['bits_per_byte']['value']:.3f} bpb" + (f", pass@1 {p1:.1f}" if p1 is not None else ""))
-            elif c.get("gold_logprob") and c.get("margin"):
-                cells.append(f"{c['gold_logprob']['value']:.3f} / {c['margin']['value']:+.3f}")
+            elif c.bits_per_byte:
+                p1 = c.pass_at_1.value if c.pass_at_1 else None
+                cells.append(f"{c.bits_per_byte.value:.3f} bpb" + (f", pass@1 {p1:.1f}" if p1 is not None else ""))
+            elif c.gold_logprob and c.margin:
+                cells.append(f"{c.gold_logprob.value:.3f} / {c.margin.value:+.3f}")
             else:
                 cells.append("—")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -142,8 +132,8 @@ def _decontam_lines(out_dir: Path) -> list[str]:
     return lines + [""]
 
 
-def _heldout_lines(results: Mapping[str, Any]) -> list[str]:
-    runs = {n: r["heldout"] for n, r in results["runs"].items() if r.get("heldout")}
+def _heldout_lines(results: StudyResults) -> list[str]:
+    runs = {n: r.heldout for n, r in results.runs.items() if r.heldout}
     if not runs:
         return []
     names = sorted({k for h in runs.values() for k in h})
@@ -151,7 +141,7 @@ def _heldout_lines(results: Mapping[str, Any]) -> list[str]:
              "| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for run, h in runs.items():
         lines.append(f"| {run} | " + " | ".join(
-            f"{h[k]['bits_per_byte']:.4f} bpb ({h[k]['nats_per_token']:.3f} nats/tok, {h[k]['tokens']:,} tok)" if k in h else "—"
+            f"{h[k].bits_per_byte:.4f} bpb ({h[k].nats_per_token:.3f} nats/tok, {h[k].tokens:,} tok)" if k in h else "—"
             for k in names) + " |")
     return lines + [""]
 
@@ -185,8 +175,13 @@ def plot_losses(runs: Mapping[str, StudyRun], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_scores(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str, path: Path) -> bool:
-    names = [n for n, r in results["runs"].items() if r["stage"] == stage]
+def _paper_value(paper: Mapping[str, Any], stage: str, run: str, domain: str) -> float | None:
+    row = paper.get("tables", {}).get(stage, {}).get(run)
+    return None if row is None else row.get(DOMAIN_TABLE[domain].paper_column)
+
+
+def plot_scores(results: StudyResults, paper: Mapping[str, Any], stage: str, path: Path) -> bool:
+    names = results.runs_in(stage)
     if not names:
         return False
     fig, ax = plt.subplots(figsize=(12, 4.2))
@@ -195,13 +190,13 @@ def plot_scores(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str
         xs, ys, lo, hi, px, py = [], [], [], [], [], []
         for d, domain in enumerate(DOMAINS):
             x = d + (i - (len(names) - 1) / 2) * width
-            cell = results["runs"][name]["tasks"].get(domain)
-            if cell and cell.get("value") is not None:
+            cell = results.runs[name].tasks.get(domain)
+            if cell and cell.value is not None:
                 xs.append(x)
-                ys.append(cell["value"])
-                lo.append(cell["value"] - cell["ci95"][0])
-                hi.append(cell["ci95"][1] - cell["value"])
-            pv = paper.get("tables", {}).get(stage, {}).get(name, {}).get(domain)
+                ys.append(cell.value)
+                lo.append(cell.value - cell.ci95[0])
+                hi.append(cell.ci95[1] - cell.value)
+            pv = _paper_value(paper, stage, name, domain)
             if pv is not None:
                 px.append(x)
                 py.append(pv)
@@ -209,7 +204,7 @@ def plot_scores(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str
         if px:
             ax.scatter(px, py, marker="x", color=bars.patches[0].get_facecolor() if bars.patches else None,
                        s=40, zorder=3, label=f"{name} (paper)")
-    ax.set_xticks(range(len(DOMAINS)), [DOMAIN_LABELS[d] for d in DOMAINS])
+    ax.set_xticks(range(len(DOMAINS)), LABELS)
     ax.set_ylabel("accuracy % / BLEU x100")
     ax.set_title(TITLES[stage])
     ax.grid(axis="y", alpha=0.3)
@@ -220,20 +215,19 @@ def plot_scores(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str
     return True
 
 
-def _table(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str) -> list[str]:
-    names = [n for n, r in results["runs"].items() if r["stage"] == stage]
+def _table(results: StudyResults, paper: Mapping[str, Any], stage: str) -> list[str]:
+    names = results.runs_in(stage)
     if not names:
         return []
-    head = "| run | " + " | ".join(DOMAIN_LABELS[d] for d in DOMAINS) + " |"
+    head = "| run | " + " | ".join(LABELS) + " |"
     lines = [f"### {TITLES[stage]}", "", head, "|" + "---|" * (len(DOMAINS) + 1)]
     for name in names:
-        run = results["runs"][name]
-        lines.append(f"| **{name}** (ours) | " + " | ".join(_fmt(run["tasks"].get(d)) for d in DOMAINS) + " |")
-        pv = paper.get("tables", {}).get(stage, {}).get(name)
-        if pv is not None:
-            lines.append(f"| {name} (paper) | " + " | ".join(_paper_fmt(pv.get(d)) for d in DOMAINS) + " |")
-    aliases = [f"`{n}` is the same run as `{results['runs'][n]['same_run_as']}` (identical inputs, trained once)"
-               for n in names if results["runs"][n].get("same_run_as")]
+        run = results.runs[name]
+        lines.append(f"| **{name}** (ours) | " + " | ".join(_fmt(run.tasks.get(d)) for d in DOMAINS) + " |")
+        if paper.get("tables", {}).get(stage, {}).get(name) is not None:
+            lines.append(f"| {name} (paper) | " + " | ".join(_paper_fmt(_paper_value(paper, stage, name, d)) for d in DOMAINS) + " |")
+    aliases = [f"`{n}` is the same run as `{results.runs[n].same_run_as}` (identical inputs, trained once)"
+               for n in names if results.runs[n].same_run_as]
     if aliases:
         lines += ["", "; ".join(aliases) + "."]
     return lines + [""]
@@ -257,35 +251,36 @@ def _mixture_lines(runs: Mapping[str, StudyRun]) -> list[str]:
     return lines + [""]
 
 
-def _notes(results: Mapping[str, Any]) -> list[str]:
+def _notes(results: StudyResults) -> list[str]:
     """Evaluation sets, n, subsampling and missing data, read off the results themselves."""
-    seen: dict[str, dict[str, Any]] = {}
-    for run in results["runs"].values():
-        for domain, cell in run["tasks"].items():
+    seen: dict[str, TaskResult] = {}
+    for run in results.runs.values():
+        for domain, cell in run.tasks.items():
             seen.setdefault(domain, cell)
     lines = ["## Evaluation sets", "", "| domain | task | metric | n | subsample | chance | protocol |", "|---|---|---|---|---|---|---|"]
     for domain in DOMAINS:
         c = seen.get(domain)
+        label = DOMAIN_TABLE[domain].label
         if c is None:
-            lines.append(f"| {DOMAIN_LABELS[domain]} | not evaluated | | | | | |")
+            lines.append(f"| {label} | not evaluated | | | | | |")
             continue
-        sub = c.get("subsample")
-        sub_txt = f"seeded {sub['n']} of {sub['of']} (seed {sub['seed']})" if sub else "full set"
-        if c.get("value") is None:
-            sub_txt = f"missing: {c.get('missing')}"
-        chance = c.get("chance")
-        lines.append(f"| {DOMAIN_LABELS[domain]} | {c.get('task')} | {c.get('metric')} | {c.get('n')} | {sub_txt} | "
-                     f"{'' if chance is None else f'{chance:.1f}'} | {c.get('protocol', '')} |")
+        sub = c.subsample
+        sub_txt = f"seeded {sub.n} of {sub.of} (seed {sub.seed})" if sub else "full set"
+        if c.value is None:
+            sub_txt = f"missing: {c.missing}"
+        chance = c.chance
+        lines.append(f"| {label} | {c.task} | {c.metric} | {c.n} | {sub_txt} | "
+                     f"{'' if chance is None else f'{chance:.1f}'} | {c.protocol or ''} |")
     return lines + [""]
 
 
 def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_dir: Path,
-                 *, timings: Mapping[str, StepOutcome] | None = None, paper_path: Path | None = None) -> dict[str, Any]:
+                 *, timings: Mapping[str, StepOutcome] | None = None, paper_path: Path | None = None) -> StudyResults:
     """Write out_dir/report.md, out_dir/results.json and out_dir/plots/*.png; return results."""
     out_dir = Path(out_dir)
     paper = load_paper_results(paper_path)
     results = build_results(runs, config)
-    results["paper"] = {"source": paper.get("source"), "tables": paper.get("tables")}
+    results.paper = {"source": paper.get("source"), "tables": paper.get("tables")}
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     plot_losses(runs, plots / "loss.png")
@@ -305,7 +300,7 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
     md += _heldout_lines(results)
     md += _decontam_lines(out_dir)
     md += _mixture_lines(runs)
-    other = {n: r["other_tasks"] for n, r in results["runs"].items() if r["other_tasks"]}
+    other = {n: r.other_tasks for n, r in results.runs.items() if r.other_tasks}
     if other:
         md += ["## Other evaluated tasks", "", "| run | task | value |", "|---|---|---|"]
         md += [f"| {n} | {t} | {_fmt(c)} |" for n, ts in other.items() for t, c in ts.items()] + [""]
@@ -318,6 +313,6 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
     notes = paper.get("notes", [])
     if notes:
         md += ["## Notes on the paper's numbers", ""] + [f"- {n}" for n in notes] + [""]
-    write_json(out_dir / "results.json", results)
+    write_json(out_dir / "results.json", results.to_json())
     write_text(out_dir / "report.md", "\n".join(md))
     return results

@@ -31,6 +31,7 @@ from codestage.data.store import TokenStore
 from codestage.tokenizer import load_tokenizer, train_bpe
 from codestage.errors import ConfigError
 from codestage.hashing import sha256_json
+from codestage.results import HeldoutLoss
 from codestage.model import build_model, load_model, model_config
 from codestage.train import parallel
 from codestage.train.checkpoint import checkpoint_step
@@ -254,9 +255,9 @@ class Study:
         evaluate(model_dir, list(e.tasks), out, data_dir=data_dir, sample=e.sample, seed=self.cfg.seed,
                  protocol=e.protocol, shots=e.shots, max_new_tokens=e.max_new_tokens, execute=e.execute, scorer=scorer)
         if e.heldout:
-            write_json(out / "heldout.json", {name: self._heldout(scorer, h) for name, h in e.heldout.items()})
+            write_json(out / "heldout.json", {name: self._heldout(scorer, h).to_json() for name, h in e.heldout.items()})
 
-    def _heldout(self, scorer, h) -> dict[str, Any]:
+    def _heldout(self, scorer, h) -> HeldoutLoss:
         """The held-out loss on a source's documents after its first `skip_docs` (never trained on)."""
         from codestage.eval.heldout import heldout_loss
 
@@ -264,7 +265,8 @@ class Study:
         docs = itertools.islice(iter_documents(files, "heldout", text_field=h.text_field), h.skip_docs, None)
         loss = heldout_loss(scorer.model, scorer.tokenizer, (d.text for d in docs), max_tokens=h.max_tokens,
                             origin=f"{', '.join(map(str, files))} after skipping {h.skip_docs}")
-        return {**loss, "skip_docs": h.skip_docs, "files": [str(f) for f in files], "seq_len": loss["seq_len"]}
+        loss.skip_docs, loss.files = h.skip_docs, [str(f) for f in files]
+        return loss
 
     # ----------------------------------------------------------------- running
     def _done(self, step: Step) -> bool:

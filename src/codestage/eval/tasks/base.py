@@ -3,7 +3,7 @@
 A task reads its upstream files unchanged (a user's full copy or the bundled slice) and turns
 them into items. Multiple-choice items are scored by log-likelihood of (context, continuation)
 pairs; generation items by greedy decoding plus a metric. Keeping prompts here and scoring in
-`eval/scoring.py` means a new task is one small module.
+`eval/scoring.py` (and the modules it fronts) means a new task is one small module.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
+from codestage.domains import DOMAINS
+
 Protocol = Literal["paper", "lm-eval"]
-DOMAINS = ("logic", "legal", "scientific", "analogical", "code_reasoning", "code_generation")
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class Task(ABC):
     """Base class: subclasses set the class attributes and implement `load` and `files`.
 
     `folder` is the task's sub-folder of a data root laid out like the upstream releases
-    (`bundled("eval")` or a user's copy such as /work/shared/data/eval); `split` says which split or
-    subset is evaluated, for the report.
+    (`bundled("eval")` or a user's full copy such as ../shared/data/eval); `split` says which split or
+    subset is evaluated, for the report. `domain` is one of codestage.domains.DOMAINS.
     """
 
     name: ClassVar[str]
@@ -66,6 +67,12 @@ class Task(ABC):
     folder: ClassVar[str] = ""
     split: ClassVar[str] = ""
     paper_n: ClassVar[int | None] = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        domain = cls.__dict__.get("domain")
+        if domain is not None and domain not in DOMAINS:
+            raise TypeError(f"{cls.__name__}.domain: {domain!r} is not a domain ({', '.join(DOMAINS)})")
 
     def __init__(self, data_dir: Path | None = None) -> None:
         self.data_dir = data_dir
