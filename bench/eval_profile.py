@@ -44,7 +44,7 @@ import codestage.eval.harness as harness  # noqa: E402
 import codestage.eval.multiple_choice as mc  # noqa: E402
 from codestage.tokenizer import load_tokenizer  # noqa: E402
 from codestage.eval.scoring import Scorer  # noqa: E402
-from codestage.model import load_model  # noqa: E402
+from codestage.model import count_parameters, load_model  # noqa: E402
 
 TASKS = "logiqa_en,logiqa_zh,jecqa_kd,scienceqa,cosqa"
 SCORER_PHASES = ("tokenize", "rows", "host_batch", "h2d", "mask", "forward", "head", "d2h", "aggregate")
@@ -139,7 +139,7 @@ def timed_evaluate(scorer, model_dir: Path, tasks: list[str], out: Path, protoco
     start = time.perf_counter()
     res = harness.evaluate(model_dir, tasks, out, limit=limit, protocol=protocol, scorer=scorer)
     sync(device)
-    return time.perf_counter() - start, sum(r["n"] for r in res["tasks"].values())
+    return time.perf_counter() - start, sum(r.n for r in res.tasks.values())
 
 
 def main() -> None:
@@ -184,12 +184,12 @@ def main() -> None:
     scorer = Scorer(model, tokenizer, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
     sync(device)
     figures["scorer_init_s"] = time.perf_counter() - t0
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = count_parameters(model)
     n_embed = model.get_input_embeddings().weight.numel()
     report(f"model {args.model} ({n_params / 1e6:.0f}M parameters, vocabulary {model.config.vocab_size}) on {device} "
            f"{figures['gpu'] or ''} {figures['dtype']}; torch {torch.__version__}, transformers {transformers.__version__}")
     report(f"batch {args.batch_size} rows, max_batch_tokens {args.max_batch_tokens}, tokenizer threads {scorer.tokenize_workers}, "
-           f"split head {scorer._split}, packing {scorer.pack}")
+           f"split head {scorer.runner.split_head}, packing {scorer.pack}")
     report(f"build {figures['build_s']:.1f} s, load {figures['load_s']:.1f} s, Scorer() with its probes {figures['scorer_init_s']:.2f} s")
     t0 = time.perf_counter()
     for protocol in protocols:  # warm-up: CUDA context, cuBLAS, kernels (4 items barely warm the tokenizer cache)

@@ -88,7 +88,7 @@ def main() -> None:
     res = evaluate(args.model, tasks, work / "ours", limit=args.limit, protocol=args.protocol, scorer=scorer)
     _sync(args.device)
     ours_s = time.perf_counter() - start
-    n_items = sum(r["n"] for r in res["tasks"].values())
+    n_items = sum(r.n for r in res.tasks.values())
     mine: dict[str, dict[int, list[float]]] = {}
     for line in open(work / "ours" / "items.jsonl", encoding="utf-8"):
         rec = json.loads(line)

@@ -322,9 +322,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cs-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     for preset in [p.strip() for p in a.presets.split(",") if p.strip()]:
         conf = model_config(preset, a.vocab, eos_token_id=0, pad_token_id=0, max_position_embeddings=max(a.seq, 1024))
-        from codestage.train.estimate import parameter_count
+        from codestage.train.estimate import planned_parameters
 
-        n = parameter_count(conf)
+        n = planned_parameters(conf)
         fpt = flops_per_token(conf, n, a.seq)
         mb = micro.get(preset, 8)
         row: dict = {"params": n, "flops_per_token": fpt, "micro_batch": mb, "tokens_per_step": mb * a.accum * a.seq}

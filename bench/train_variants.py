@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from codestage.model import model_config  # noqa: E402
-from codestage.train.estimate import flops_per_token, parameter_count  # noqa: E402
+from codestage.train.estimate import flops_per_token, planned_parameters  # noqa: E402
 from codestage.train.float8 import convert_blocks  # noqa: E402
 from codestage.train.fused_ce import linear_cross_entropy  # noqa: E402
 from codestage.train.llama import FastLlama  # noqa: E402
@@ -160,7 +160,7 @@ def main() -> None:
     results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "command": " ".join(sys.argv), "presets": {}}
     for preset in a.presets.split(","):
         conf = model_config(preset, a.vocab, eos_token_id=0, pad_token_id=0, max_position_embeddings=max(a.seq, 1024))
-        fpt = flops_per_token(conf, parameter_count(conf), a.seq)
+        fpt = flops_per_token(conf, planned_parameters(conf), a.seq)
         row = results["presets"].setdefault(preset, {})
         for i, variant in enumerate(a.variants.split(",")):
             torch.cuda.reset_peak_memory_stats()

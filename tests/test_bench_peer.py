@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from codestage.model import model_config
-from codestage.train.estimate import parameter_count
+from codestage.train.estimate import planned_parameters
 
 from gpt2_peer import gpt2_like  # bench/gpt2_peer.py (tests/conftest.py puts bench/ on the path)
 
@@ -15,7 +15,7 @@ def test_gpt2_peer_matches_the_preset_size_and_learns():
     with torch.device("meta"):
         big = gpt2_like(conf)
     n_peer = sum(p.numel() for p in big.parameters())
-    assert abs(n_peer - parameter_count(conf)) / parameter_count(conf) < 0.05  # same shape class as ours
+    assert abs(n_peer - planned_parameters(conf)) / planned_parameters(conf) < 0.05  # same shape class as ours
 
     torch.manual_seed(0)
     small = gpt2_like(model_config("micro", 300, eos_token_id=0, pad_token_id=1))

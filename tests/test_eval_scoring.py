@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from codestage.tokenizer import load_tokenizer
-from codestage.eval.scoring import Request, Scorer, cut_at_stop
+from codestage.eval.decoding import cut_at_stop
+from codestage.eval.requests import Request, fit
+from codestage.eval.scoring import Scorer
 from codestage.model import load_model
 
 
@@ -68,13 +70,13 @@ def test_encoding_moves_trailing_space_like_lm_eval(scorer: Scorer) -> None:
 def test_truncation_keeps_the_right_end(scorer: Scorer) -> None:
     short = Scorer(scorer.model, scorer.tokenizer, max_length=24)
     ctx, cont = list(range(10, 40)), list(range(40, 50))
-    left = short._fit(ctx, cont, "left")
+    left = fit(ctx, cont, "left", short.max_length)
     assert left.tokens == (ctx + cont)[-25:] and left.tokens[left.start:] == cont
     # the paper's right truncation keeps the context end (the candidate) and the start of the span
-    right = short._fit(ctx, cont, "right")
+    right = fit(ctx, cont, "right", short.max_length)
     assert right.tokens == ctx[-12:] + cont and right.start == 12
     long_span = list(range(100, 140))
-    right = short._fit(ctx[:10], long_span, "right")
+    right = fit(ctx[:10], long_span, "right", short.max_length)
     assert right.tokens == ctx[:10] + long_span[:15] and right.start == 10
     scores = short.loglikelihood([[Request("word " * 40, " end")]], truncation="left")
     assert scores[0][0].n_tokens >= 1

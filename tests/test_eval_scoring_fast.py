@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import codestage.eval.scoring as scoring
+import codestage.eval.requests as requests
 from codestage.tokenizer import load_tokenizer
 from codestage.eval.protocols import choice_requests, exemplar_picker
 from codestage.eval.registry import get_task
-from codestage.eval.scoring import MIN_SHARED_PREFIX, Request, Scorer, _Row, _shared_prefix
+from codestage.eval.loglikelihood import block_mask
+from codestage.eval.requests import MIN_SHARED_PREFIX, Request, Row, fit, make_batches, shared_prefix, tokenize
+from codestage.eval.scoring import Scorer
 from codestage.model import load_model
 
 TOL = 1e-5
@@ -47,7 +49,7 @@ def _reference(scorer: Scorer, groups: list[list[Request]], truncation: str) -> 
     for group in groups:
         row = []
         for ctx, cont in scorer.encode_pairs(group):
-            f = scorer._fit(ctx, cont, truncation)
+            f = fit(ctx, cont, truncation, scorer.max_length)
             logits = scorer.model(torch.tensor([f.tokens[:-1]])).logits[0].double()
             logp = torch.log_softmax(logits, dim=-1)
             targets = f.tokens[f.start:]
@@ -84,7 +86,7 @@ def test_every_layout_equals_the_plain_forward(scorer: Scorer, protocol: str) ->
         Scorer(model, tok, batch_size=2, max_batch_tokens=4096),
     ]
     aligned = Scorer(model, tok, batch_size=3)
-    aligned._mask_align = 16  # the CUDA layout: mask rows are a view of a 16-aligned tensor
+    aligned.runner.mask_align = 16  # the CUDA layout: mask rows are a view of a 16-aligned tensor
     for other in [*variants, aligned]:
         _check(other.loglikelihood(groups, truncation=truncation), want)
 
@@ -111,10 +113,9 @@ def test_results_are_deterministic_and_batch_invariant(scorer: Scorer) -> None:
 def test_threaded_tokenization_equals_one_call(scorer: Scorer, monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [r.context + r.continuation for g in _groups("paper") for r in g] * 3
     serial = scorer.tokenizer(texts, add_special_tokens=False)["input_ids"]
-    monkeypatch.setattr(scoring, "TOKENIZE_CHUNK", 5)
-    threaded = Scorer(scorer.model, scorer.tokenizer, tokenize_workers=4)
-    assert threaded._tokenize(texts) == serial
-    assert Scorer(scorer.model, scorer.tokenizer, tokenize_workers=1)._tokenize(texts) == serial
+    monkeypatch.setattr(requests, "TOKENIZE_CHUNK", 5)
+    assert tokenize(scorer.tokenizer, texts, workers=4) == serial
+    assert tokenize(scorer.tokenizer, texts, workers=1) == serial
 
 
 def test_shared_prefix_matches_a_column_scan() -> None:
@@ -128,23 +129,19 @@ def test_shared_prefix_matches_a_column_scan() -> None:
             if any(tok != column[0] for tok in column[1:]):
                 break
             common += 1
-        assert _shared_prefix(seqs, limit) == min(common, limit)
+        assert shared_prefix(seqs, limit) == min(common, limit)
 
 
-def test_packed_row_layout_and_mask(scorer: Scorer) -> None:
+def test_packed_row_layout_and_mask() -> None:
     prefix = list(range(100, 100 + MIN_SHARED_PREFIX))
-    row = _Row(prefix + [1, 2, 3, 4, 5], [], [MIN_SHARED_PREFIX, 2, 3])
+    row = Row(prefix + [1, 2, 3, 4, 5], [], [MIN_SHARED_PREFIX, 2, 3])
     pos, seg = row.positions_and_segments()
     p = MIN_SHARED_PREFIX
     assert pos.tolist() == list(range(p)) + [p, p + 1] + [p, p + 1, p + 2]
     assert seg.tolist() == [0] * p + [1, 1, 2, 2, 2]
     segments = torch.tensor([[0, 0, 1, 1, 2, 2, -1, -1]])
     for align in (1, 16):
-        scorer._mask_align = align
-        try:
-            mask = scorer._mask(segments)
-        finally:
-            scorer._mask_align = 1
+        mask = block_mask(segments, torch.float32, align)
         assert mask.shape == (1, 1, 8, 8)
         allowed = (mask[0, 0] == 0).int().tolist()
         assert allowed[:6] == [
@@ -158,9 +155,7 @@ def test_packed_row_layout_and_mask(scorer: Scorer) -> None:
         assert allowed[6][6] == 1 and allowed[7][7] == 1  # padding sees itself: no empty softmax row
 
 
-def test_token_budget_batches_more_short_rows(scorer: Scorer) -> None:
-    rows = [_Row(list(range(n)), [(i, 0, [1])]) for i, n in enumerate([40, 30, 10, 10, 10, 10, 10, 10])]
-    plain = Scorer(scorer.model, scorer.tokenizer, batch_size=2)
-    assert [len(b) for b in plain._batches(rows)] == [2, 2, 2, 2]
-    budget = Scorer(scorer.model, scorer.tokenizer, batch_size=2, max_batch_tokens=60)
-    assert [len(b) for b in budget._batches(rows)] == [2, 6]  # 2 x 40 rows; then 6 x 10 <= 60 tokens
+def test_token_budget_batches_more_short_rows() -> None:
+    rows = [Row(list(range(n)), [(i, 0, [1])]) for i, n in enumerate([40, 30, 10, 10, 10, 10, 10, 10])]
+    assert [len(b) for b in make_batches(rows, batch_size=2)] == [2, 2, 2, 2]
+    assert [len(b) for b in make_batches(rows, batch_size=2, max_batch_tokens=60)] == [2, 6]  # 2 x 40 rows; then 6 x 10 <= 60 tokens

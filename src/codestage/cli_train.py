@@ -33,7 +33,7 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
     from codestage.config import load_config
     from codestage.model import model_config
     from codestage.train.batches import BatchPlan
-    from codestage.train.estimate import flops_per_token, memory_estimate, parameter_count, planned_tokens
+    from codestage.train.estimate import flops_per_token, memory_estimate, planned_parameters, planned_tokens
     from codestage.train.loop import compile_scope
     from codestage.train.parallel import AUTO_FSDP_PARAMS
     from codestage.study.runner import groups_of
@@ -57,7 +57,7 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
             vocab = cfg.tokenizer.vocab_size
             vocab_note = "tokenizer.vocab_size (to be trained)"
         conf = model_config(mc.preset, vocab, eos_token_id=0, pad_token_id=0, **mc.overrides)
-    n = parameter_count(conf)
+    n = planned_parameters(conf)
     fpt = flops_per_token(conf, n, tc.seq_len)
     plan = BatchPlan.make(tc, world)
     mode = tc.parallel if tc.parallel != "auto" else ("none" if world == 1 else ("fsdp" if n > AUTO_FSDP_PARAMS else "ddp"))

@@ -92,7 +92,9 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_d
         tokenizer.save_pretrained(tmp)
 
 
-def parameter_count(model: torch.nn.Module) -> int:
+def count_parameters(model: torch.nn.Module) -> int:
+    """Parameters of a built module (shared, tied tensors once); `train.estimate.planned_parameters`
+    counts them from a config before anything is allocated."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -12,7 +12,8 @@ import numpy as np
 from codestage.eval.metrics import bleu_statistic, bleu_stats, code_tokens, pass_at_k
 from codestage.eval.protocols import exemplar_picker, generation_prompt
 from codestage.eval.sandbox import Job, Limits, run_many
-from codestage.eval.scoring import Request, Scorer
+from codestage.eval.requests import Request
+from codestage.eval.scoring import Scorer
 from codestage.eval.stats import bootstrap_ci, ratio_stat
 from codestage.eval.tasks.base import GenerationItem, GenerationTask, Protocol
 

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from codestage.errors import ConfigError
-from codestage.eval.scoring import Request
+from codestage.eval.requests import Request
 from codestage.eval.tasks.base import ChoiceItem, GenerationItem, GenerationTask, Item, MultipleChoiceTask, Protocol, Task
 
 PROTOCOLS: tuple[str, ...] = ("paper", "lm-eval")

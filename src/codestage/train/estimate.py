@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from codestage.mixing import Schedule, flatten
+from codestage.model import count_parameters
 from codestage.train.fused_ce import chunk_rows
 
 # Dense bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for MFU in logs; the benchmark
@@ -20,13 +21,13 @@ PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "GH200": 989.4, "B20
                "A800": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0, "4090": 165.2, "3090": 71.0}
 
 
-def parameter_count(config: Any) -> int:
-    """Parameters of a causal LM with this HF config, counted without allocating it."""
+def planned_parameters(config: Any) -> int:
+    """Parameters of a causal LM with this HF config, counted without allocating it (on the meta device)."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())  # shared (tied) tensors are yielded once
+    return count_parameters(model)
 
 
 def flops_per_token(config: Any, n_params: int, seq_len: int) -> float:

@@ -30,6 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from codestage.atomic import atomic_dir, write_json
 from codestage.config import TrainConfig
 from codestage.errors import ConfigError, TrainingError
+from codestage.model import count_parameters
 from codestage.train import checkpoint as ckpt
 from codestage.train import float8
 from codestage.train import parallel
@@ -133,6 +134,27 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
 
+def _progress_columns(name: str) -> list[Any]:
+    return [TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tps]} tok/s"), TextColumn("MFU {task.fields[mfu]}"), TimeElapsedColumn(),
+            TimeRemainingColumn()]
+
+
+class _Throughput:
+    """Tokens per second (and MFU) between two log lines, and when training began (`t0`)."""
+
+    def __init__(self, t0: float, tokens: int) -> None:
+        self.t0, self._t, self._tokens = t0, t0, tokens
+        self.tps, self.mfu = 0.0, None
+
+    def update(self, tokens: int, flops_per_token: float, peak_tflops: float | None, world_size: int) -> float:
+        now = time.perf_counter()
+        self.tps = (tokens - self._tokens) / max(now - self._t, 1e-9)
+        self._t, self._tokens = now, tokens
+        self.mfu = self.tps * flops_per_token / (peak_tflops * 1e12 * world_size) if peak_tflops else None
+        return now
+
+
 def _rng_state() -> dict[str, Any]:
     out: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -196,6 +218,9 @@ def train(
 
 
 class _Run:
+    """One training run, read top to bottom: build (model, parallel wrapper, optimizer), then `run`:
+    resume or start, train the remaining steps, write the final model. Checkpoints come last."""
+
     def __init__(self, model, tokenizer, source, cfg: TrainConfig, run_dir: Path, world: parallel.World, *, name: str,
                  resume: bool, progress: bool, on_step) -> None:
         self.cfg, self.run_dir, self.world, self.name = cfg, run_dir, world, name
@@ -208,15 +233,23 @@ class _Run:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.mixed = _mixed(cfg, self.device)
+        self._build(model)
+        self.plan = BatchPlan.make(cfg, world.size)
+        self.fpt = flops_per_token(model.config, self.n_params, cfg.seq_len)
+        self.peak = cfg.peak_tflops or device_peak_tflops(self.device)
+
+    def _build(self, model: PreTrainedModel) -> None:
+        """The trainable module (compiled per block or whole, float8), its DDP/FSDP2 wrapper and AdamW."""
+        cfg, world = self.cfg, self.world
         compile_on = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
         if cfg.float8:
             float8.check_available(self.device)
-        self.scope = compile_scope(cfg, world.size, source)
+        self.scope = compile_scope(cfg, world.size, self.source)
         if compile_on:
-            _fresh_compile_caches(model, source, cfg, self.scope)
+            _fresh_compile_caches(model, self.source, cfg, self.scope)
         self.tm = Trainable(model, self.device, mixed=self.mixed, compile=self.scope if compile_on else None,
                             activation_checkpointing=cfg.activation_checkpointing, float8=cfg.float8)
-        self.n_params = sum(p.numel() for p in self.tm.module.parameters())
+        self.n_params = count_parameters(self.tm.module)
         self.mode = parallel.choose(cfg.parallel, world, self.n_params)
         if self.scope == "decoder" and self.mode != "none":
             raise ConfigError(f"train.compile_scope: decoder is for one process, and this run uses {self.mode} over "
@@ -228,9 +261,149 @@ class _Run:
             _param_groups(self.tm.module, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
             fused=self.device.type == "cuda",
         )
-        self.plan = BatchPlan.make(cfg, world.size)
-        self.fpt = flops_per_token(model.config, self.n_params, cfg.seq_len)
-        self.peak = cfg.peak_tflops or device_peak_tflops(self.device)
+
+    def run(self) -> TrainResult:
+        start, tokens_seen, loss_value = self._resume_or_start()
+        log = MetricsLog(self.run_dir / "metrics.jsonl", self.run_dir / "tb", enabled=self.world.main,
+                         tensorboard=self.cfg.tensorboard, console=self.console)
+        prefetch = Prefetcher(self.source, start=start, stop=self.cfg.steps, total_steps=self.cfg.steps, plan=self.plan,
+                              rank=self.world.rank, pin=self.device.type == "cuda")
+        t0 = time.perf_counter()
+        try:
+            tokens_seen, loss_value = self._train(prefetch, log, start, tokens_seen, loss_value, t0)
+        finally:
+            prefetch.close()
+            log.close()
+        self._write_final_model()
+        self.tm.hf.config.use_cache = True
+        self.tm.hf.eval()
+        return TrainResult(self.run_dir / "model", self.cfg.steps, loss_value, tokens_seen, time.perf_counter() - t0)
+
+    def _resume_or_start(self) -> tuple[int, int, float]:
+        """(step, tokens seen, loss) to continue from: the last complete checkpoint, or a clean start."""
+        world, run_dir = self.world, self.run_dir
+        metrics_path = run_dir / "metrics.jsonl"
+        if world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_partial(run_dir)
+        parallel.barrier(world)
+        start, tokens_seen, loss_value = 0, 0, float("nan")
+        if self.resume and ckpt.latest(run_dir) is not None:
+            start, tokens_seen, loss_value = self._load()
+            if world.main:
+                _truncate_metrics(metrics_path, start)
+                self.console.print(f"[dim]{self.name}: resuming from step {start} ({ckpt.latest(run_dir)[1].name})[/]")
+        elif world.main:
+            ckpt.remove_all(run_dir)
+            metrics_path.unlink(missing_ok=True)
+        parallel.barrier(world)
+        return start, tokens_seen, loss_value
+
+    def _train(self, prefetch: Prefetcher, log: MetricsLog, start: int, tokens_seen: int, loss_value: float,
+               t0: float) -> tuple[int, float]:
+        """Steps start..cfg.steps: optimizer step, stop requests, logging, periodic checkpoints.
+        Returns (tokens seen, last logged loss)."""
+        cfg, world = self.cfg, self.world
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed)
+        meter = _Throughput(t0, tokens_seen)
+        nonfinite = torch.zeros((), device=self.device)
+        stop = _StopRequests()
+        # Redrawn twice a second, not Rich's default 10: the redraw thread takes the GIL from the
+        # thread that launches the GPU's kernels, and a step's figures change once a step anyway.
+        with stop, Progress(*_progress_columns(self.name), console=self.console, disable=not self.progress, transient=False,
+                            refresh_per_second=2) as bar:
+            task = bar.add_task(self.name, total=cfg.steps, completed=start, loss="-", tps="-", mfu="-")
+            for step in range(start, cfg.steps):
+                item = prefetch.get()
+                lr = cfg.lr * lr_factor(step, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio)
+                step_loss, grad_norm = self._optimizer_step(item, step, lr, autocast)
+                nonfinite += (~torch.isfinite(step_loss)).float()
+                done = step + 1
+                tokens_seen += item.tokens
+                last = done == cfg.steps
+                save_now = bool(cfg.checkpoint_every) and done % cfg.checkpoint_every == 0 and not last
+                if self.on_step is not None:
+                    try:
+                        self.on_step(done)
+                    except KeyboardInterrupt:
+                        stop.requested = True
+                check_stop = not world.distributed or done % cfg.log_every == 0 or save_now
+                stopping = parallel.any_flag(stop.requested, world) if check_stop else False
+                if done % cfg.log_every == 0 or last or done == 1 or save_now or stopping:
+                    loss_value = self._log(log, done, item, step_loss, nonfinite, grad_norm, lr, tokens_seen, meter)
+                    bar.update(task, loss=f"{loss_value:.3f}", tps=f"{meter.tps:,.0f}",
+                               mfu="-" if meter.mfu is None else f"{meter.mfu:.1%}")
+                bar.update(task, completed=done)
+                if stopping:
+                    self._save(done, tokens_seen, item.state, item.tokens_per_source, loss_value)
+                    if world.main:
+                        self.console.print(f"[yellow]{self.name}: stopped at step {done}; checkpoint saved, rerun to resume[/]")
+                    raise KeyboardInterrupt
+                if save_now:
+                    self._save(done, tokens_seen, item.state, item.tokens_per_source, loss_value)
+        return tokens_seen, loss_value
+
+    def _optimizer_step(self, item: Any, step: int, lr: float, autocast: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward/backward over the step's micro-batches, clipping and AdamW: (loss sum, grad norm),
+        both left on the device (reading them would wait for the GPU)."""
+        cfg, device, net = self.cfg, self.device, self.net
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if item.n_targets == 0:
+            raise TrainingError(f"{self.name}: step {step} has no target tokens (every label is masked); check the data/template")
+        scale = self.world.size / item.n_targets
+        step_loss = torch.zeros((), device=device)
+        try:
+            for i, mb in enumerate(item.micro):
+                b = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
+                with parallel.grad_sync(net, self.mode, i == len(item.micro) - 1, keep_gathered=cfg.fsdp_keep_gathered):
+                    with autocast:
+                        loss_sum = self.tm.loss_sum(net, b)
+                    (loss_sum * scale).backward()
+                step_loss += loss_sum.detach()
+            grad_norm = parallel.clip_grad_norm(self.params, cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        except torch.OutOfMemoryError as exc:
+            raise TrainingError(_oom_message(self.name, step + 1, cfg, self.plan)) from exc
+        return step_loss, grad_norm
+
+    def _log(self, log: MetricsLog, done: int, item: Any, step_loss: torch.Tensor, nonfinite: torch.Tensor,
+             grad_norm: torch.Tensor, lr: float, tokens_seen: int, meter: "_Throughput") -> float:
+        """Read the step's loss (the one host-device sync), refuse a non-finite one, write a metrics line."""
+        world = self.world
+        vals = parallel.all_sum(torch.stack([step_loss, nonfinite, grad_norm.float() / world.size]), world)
+        loss_sum_v, bad, gnorm = vals.tolist()
+        loss_value = loss_sum_v / item.n_targets
+        if bad or loss_value != loss_value or abs(loss_value) == float("inf"):
+            raise self._non_finite(done, loss_value)
+        now = meter.update(tokens_seen, self.fpt, self.peak, world.size)
+        log.write({"step": done, "loss": loss_value, "lr": lr, "grad_norm": gnorm, "tokens": tokens_seen,
+                   "tokens_per_s": round(meter.tps, 1), "mfu": None if meter.mfu is None else round(meter.mfu, 4),
+                   "elapsed_s": round(now - meter.t0, 3), "tokens_per_source": item.tokens_per_source})
+        return loss_value
+
+    def _non_finite(self, done: int, loss_value: float) -> TrainingError:
+        good = ckpt.latest(self.run_dir)
+        where = f"{good[1]} (step {good[0]})" if good else "none was written yet"
+        return TrainingError(
+            f"{self.name}: the loss became non-finite (by step {done}; loss {loss_value}); the last good "
+            f"checkpoint is {where}. Lower the learning rate (train.lr={self.cfg.lr}), raise "
+            f"train.warmup_steps, or lower train.grad_clip, then resume or start over."
+        )
+
+    def _write_final_model(self) -> None:
+        """run_dir/model (an HF directory, atomically) and mixture.json; the checkpoints go."""
+        tm, world = self.tm, self.world
+        sd, _ = parallel.full_state(tm.module, self.optimizer) if self.mode == "fsdp" else (tm.module.state_dict(), None)
+        if world.main:
+            hf_sd = tm.to_hf({k: v.detach().to("cpu") for k, v in sd.items()})
+            with atomic_dir(self.run_dir / "model") as tmp:
+                tm.write_hf_dir(tmp, hf_sd, self.tokenizer)
+            tm.load_into_hf(hf_sd)
+            write_json(self.run_dir / "mixture.json", self.source.report(self.cfg.steps))
+            ckpt.remove_all(self.run_dir)
+        parallel.barrier(world)
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, step: int, tokens: int, batch_state: dict[str, Any], tokens_per_source: dict[str, int], loss: float) -> None:
@@ -279,139 +452,3 @@ class _Run:
             torch.cuda.set_rng_state(mine["cuda"])
         self.source.load(trainer["source"])
         return step, int(trainer["tokens"]), float(trainer.get("loss", float("nan")))
-
-    # ------------------------------------------------------------------ the loop
-    def _optimizer_step(self, item: Any, step: int, lr: float, autocast: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward/backward over the step's micro-batches, clipping and AdamW: (loss sum, grad norm),
-        both left on the device (reading them would wait for the GPU)."""
-        cfg, device, net = self.cfg, self.device, self.net
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        if item.n_targets == 0:
-            raise TrainingError(f"{self.name}: step {step} has no target tokens (every label is masked); check the data/template")
-        scale = self.world.size / item.n_targets
-        step_loss = torch.zeros((), device=device)
-        try:
-            for i, mb in enumerate(item.micro):
-                b = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
-                with parallel.grad_sync(net, self.mode, i == len(item.micro) - 1, keep_gathered=cfg.fsdp_keep_gathered):
-                    with autocast:
-                        loss_sum = self.tm.loss_sum(net, b)
-                    (loss_sum * scale).backward()
-                step_loss += loss_sum.detach()
-            grad_norm = parallel.clip_grad_norm(self.params, cfg.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        except torch.OutOfMemoryError as exc:
-            raise TrainingError(_oom_message(self.name, step + 1, cfg, self.plan)) from exc
-        return step_loss, grad_norm
-
-    def _non_finite(self, done: int, loss_value: float) -> TrainingError:
-        good = ckpt.latest(self.run_dir)
-        where = f"{good[1]} (step {good[0]})" if good else "none was written yet"
-        return TrainingError(
-            f"{self.name}: the loss became non-finite (by step {done}; loss {loss_value}); the last good "
-            f"checkpoint is {where}. Lower the learning rate (train.lr={self.cfg.lr}), raise "
-            f"train.warmup_steps, or lower train.grad_clip, then resume or start over."
-        )
-
-    def _write_final_model(self) -> None:
-        """run_dir/model (an HF directory, atomically) and mixture.json; the checkpoints go."""
-        tm, world = self.tm, self.world
-        sd, _ = parallel.full_state(tm.module, self.optimizer) if self.mode == "fsdp" else (tm.module.state_dict(), None)
-        if world.main:
-            hf_sd = tm.to_hf({k: v.detach().to("cpu") for k, v in sd.items()})
-            with atomic_dir(self.run_dir / "model") as tmp:
-                tm.write_hf_dir(tmp, hf_sd, self.tokenizer)
-            tm.load_into_hf(hf_sd)
-            write_json(self.run_dir / "mixture.json", self.source.report(self.cfg.steps))
-            ckpt.remove_all(self.run_dir)
-        parallel.barrier(world)
-
-    def run(self) -> TrainResult:
-        cfg, world, run_dir = self.cfg, self.world, self.run_dir
-        if world.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.clean_partial(run_dir)
-        parallel.barrier(world)
-        metrics_path = run_dir / "metrics.jsonl"
-        start, tokens_seen, loss_value = 0, 0, float("nan")
-        if self.resume and ckpt.latest(run_dir) is not None:
-            start, tokens_seen, loss_value = self._load()
-            if world.main:
-                _truncate_metrics(metrics_path, start)
-                self.console.print(f"[dim]{self.name}: resuming from step {start} ({ckpt.latest(run_dir)[1].name})[/]")
-        elif world.main:
-            ckpt.remove_all(run_dir)
-            metrics_path.unlink(missing_ok=True)
-        parallel.barrier(world)
-
-        log = MetricsLog(metrics_path, run_dir / "tb", enabled=world.main, tensorboard=cfg.tensorboard, console=self.console)
-        pin = self.device.type == "cuda"
-        prefetch = Prefetcher(self.source, start=start, stop=cfg.steps, total_steps=cfg.steps, plan=self.plan,
-                              rank=world.rank, pin=pin)
-        device, tm = self.device, self.tm
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.mixed)
-        last_state: dict[str, Any] | None = None
-        last_tps: dict[str, int] = {}
-        done = start
-        t0 = time.perf_counter()
-        t_log, tok_log = t0, tokens_seen
-        nonfinite = torch.zeros((), device=device)
-        columns = [TextColumn(f"[bold]{self.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                   TextColumn("{task.fields[tps]} tok/s"), TextColumn("MFU {task.fields[mfu]}"), TimeElapsedColumn(),
-                   TimeRemainingColumn()]
-        stop = _StopRequests()
-        try:
-            # Redrawn twice a second, not Rich's default 10: the redraw thread takes the GIL from the
-            # thread that launches the GPU's kernels, and a step's figures change once a step anyway.
-            with stop, Progress(*columns, console=self.console, disable=not self.progress, transient=False,
-                                refresh_per_second=2) as bar:
-                task = bar.add_task(self.name, total=cfg.steps, completed=start, loss="-", tps="-", mfu="-")
-                for step in range(start, cfg.steps):
-                    item = prefetch.get()
-                    lr = cfg.lr * lr_factor(step, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio)
-                    step_loss, grad_norm = self._optimizer_step(item, step, lr, autocast)
-                    nonfinite += (~torch.isfinite(step_loss)).float()
-                    done = step + 1
-                    tokens_seen += item.tokens
-                    last_state, last_tps = item.state, item.tokens_per_source
-                    last = done == cfg.steps
-                    save_now = bool(cfg.checkpoint_every) and done % cfg.checkpoint_every == 0 and not last
-                    if self.on_step is not None:
-                        try:
-                            self.on_step(done)
-                        except KeyboardInterrupt:
-                            stop.requested = True
-                    check_stop = not world.distributed or done % cfg.log_every == 0 or save_now
-                    stopping = parallel.any_flag(stop.requested, world) if check_stop else False
-                    if done % cfg.log_every == 0 or last or done == 1 or save_now or stopping:
-                        vals = parallel.all_sum(torch.stack([step_loss, nonfinite, grad_norm.float() / world.size]), world)
-                        loss_sum_v, bad, gnorm = vals.tolist()
-                        loss_value = loss_sum_v / item.n_targets
-                        if bad or loss_value != loss_value or abs(loss_value) == float("inf"):
-                            raise self._non_finite(done, loss_value)
-                        now = time.perf_counter()
-                        tps = (tokens_seen - tok_log) / max(now - t_log, 1e-9)
-                        t_log, tok_log = now, tokens_seen
-                        mfu = tps * self.fpt / (self.peak * 1e12 * world.size) if self.peak else None
-                        log.write({"step": done, "loss": loss_value, "lr": lr, "grad_norm": gnorm, "tokens": tokens_seen,
-                                   "tokens_per_s": round(tps, 1), "mfu": None if mfu is None else round(mfu, 4),
-                                   "elapsed_s": round(now - t0, 3), "tokens_per_source": last_tps})
-                        bar.update(task, loss=f"{loss_value:.3f}", tps=f"{tps:,.0f}", mfu="-" if mfu is None else f"{mfu:.1%}")
-                    bar.update(task, completed=done)
-                    if stopping:
-                        self._save(done, tokens_seen, last_state, last_tps, loss_value)
-                        if world.main:
-                            self.console.print(f"[yellow]{self.name}: stopped at step {done}; checkpoint saved, rerun to resume[/]")
-                        raise KeyboardInterrupt
-                    if save_now:
-                        self._save(done, tokens_seen, last_state, last_tps, loss_value)
-        finally:
-            prefetch.close()
-            log.close()
-
-        self._write_final_model()
-        tm.hf.config.use_cache = True
-        tm.hf.eval()
-        return TrainResult(run_dir / "model", cfg.steps, loss_value, tokens_seen, time.perf_counter() - t0)
