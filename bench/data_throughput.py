@@ -1,9 +1,10 @@
 """Store-build throughput against the Hugging Face tokenizers' own batch encoding, same texts, same cores.
 
-  python bench/data_throughput.py [--mb 6] [--workers N] [--repeat 3]
+  python bench/data_throughput.py [--mb 6] [--workers N] [--repeat 3] [--corpora DIR]
 
-Takes the first MB of each shared corpus (/work/shared/data/corpora/small/*.jsonl.gz, lines copied
-unchanged into gzip files), trains a byte-level BPE tokenizer on them, then times:
+Takes the first MB of each shared corpus (--corpora, default ../shared/data/corpora/small beside the
+repository or $CODESTAGE_SHARED_DATA/corpora/small: *.jsonl.gz, lines copied unchanged into gzip
+files), trains a byte-level BPE tokenizer on them, then times:
   baseline   Tokenizer.encode_batch over all texts already in memory (Rust thread pool, N threads)
   build      codestage.data.build end to end: read gzip, parse, tokenize in N worker processes, write
              the store (tokens, offsets, per-document records, manifest with sha256 of the inputs)
@@ -20,16 +21,19 @@ import os
 import shutil
 import tempfile
 import time
+import sys
 from pathlib import Path
 
-CORPORA = Path("/work/shared/data/corpora/small")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from codestage.resources import SHARED_DATA_ENV, shared_data  # noqa: E402  (light: no torch)
 
 
-def slice_corpora(out: Path, mb: float) -> tuple[list[Path], list[str]]:
+def slice_corpora(corpora: Path, out: Path, mb: float) -> tuple[list[Path], list[str]]:
     """The first mb/3 MB of text of each corpus, lines unchanged; returns the files and the texts."""
     files, texts = [], []
     budget = int(mb * 1_000_000 / 3)
-    for src in sorted(CORPORA.glob("*.jsonl.gz")):
+    for src in sorted(corpora.glob("*.jsonl.gz")):
         dst = out / src.name
         used = 0
         with gzip.open(src, "rb") as fi, gzip.open(dst, "wb", compresslevel=6) as fo:
@@ -50,7 +54,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="cores to use (default: all)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--corpora", type=Path, default=shared_data("corpora", "small"), help="folder of *.jsonl.gz corpora")
     args = ap.parse_args()
+    if args.corpora is None or not any(args.corpora.glob("*.jsonl.gz")):
+        ap.error(f"no *.jsonl.gz corpora in {args.corpora or '../shared/data/corpora/small'}: pass --corpora or set "
+                 f"${SHARED_DATA_ENV}")
 
     from codestage.data.build import BuildSpec, build, default_workers
 
@@ -61,7 +69,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="cs-bench-"))
     try:
-        files, texts = slice_corpora(tmp, args.mb)
+        files, texts = slice_corpora(args.corpora, tmp, args.mb)
         chars = sum(map(len, texts))
         train_bpe((t[:20000] for t in texts), args.vocab, tmp / "tok")
 

@@ -11,7 +11,7 @@ from codestage.errors import ConfigError, DataError
 from codestage.eval.registry import DOMAIN_DEFAULT, TASKS, get_task, resolve_tasks
 from codestage.eval.tasks.base import ChoiceItem, GenerationItem, TaskDataMissing
 from codestage.eval.tasks.ekar import read_ekar
-from codestage.resources import bundled
+from codestage.resources import SHARED_DATA_ENV, bundled, shared_data
 
 EXPECTED_N = {
     "ceval_logic": 22,
@@ -161,9 +161,9 @@ def test_ekar_blind_test_copy_is_rejected(tmp_path: Path) -> None:
 
 
 def test_shared_full_copy_reads_unchanged() -> None:
-    shared = Path("/work/shared/data/eval")
-    if not shared.is_dir():
-        pytest.skip("shared data not mounted")
+    shared = shared_data("eval")
+    if shared is None:
+        pytest.skip(f"the full shared data is absent (../shared/data beside the repository, or ${SHARED_DATA_ENV})")
     task = get_task("scienceqa", shared)
     assert len(task.load()) == 194
     assert any("not in problems.json" in n for n in task.notes)

@@ -5,7 +5,8 @@ since Chinese has no spaces). Every n-gram (13 by default, as in GPT-3's deconta
 evaluation item's texts (question, passage, options, MBPP code and tests) goes into a sorted array
 of 64-bit hashes; a training document that shares at least one n-gram with an item *touches* it.
 The report counts, per training source and task, the documents touched and the items touched;
-`drop_out` writes clean copies of the sources without the touching documents.
+`drop_out` writes clean copies of the sources without the touching documents. It sits in study/
+because it joins the two sides below it: training data (data/) and the evaluation tasks (eval/).
 """
 
 from __future__ import annotations
