@@ -201,7 +201,8 @@ class Study:
         model_dir = model_step.out / "model"
         scorer = load_scorer(model_dir, device=e.device, batch_size=e.batch_size)  # loaded once for tasks and losses
         evaluate(model_dir, list(e.tasks), out, data_dir=data_dir, sample=e.sample, seed=self.cfg.seed,
-                 protocol=e.protocol, shots=e.shots, max_new_tokens=e.max_new_tokens, execute=e.execute, scorer=scorer)
+                 protocol=e.protocol, shots=e.shots, max_new_tokens=e.max_new_tokens, execute=e.execute, scorer=scorer,
+                 lenient=e.lenient)
         if e.heldout:
             losses = {name: heldout_loss(scorer.model, scorer.tokenizer, [str(p) for p in self._paths(h.paths)],
                                          skip_docs=h.skip_docs, max_tokens=h.max_tokens, text_field=h.text_field)
