@@ -60,3 +60,9 @@ def _stop_workers(ex: ProcessPoolExecutor) -> None:
     for proc in list((getattr(ex, "_processes", None) or {}).values()):
         if proc.is_alive():
             proc.terminate()
+    # A feeder thread blocked writing a batch to the now dead workers would hang the shutdown: close
+    # the parent's read end of that pipe so the write fails, as CPython does for a broken pool (gh-94777).
+    queue = getattr(ex, "_call_queue", None)
+    reader = getattr(queue, "_reader", None)
+    if reader is not None:
+        reader.close()
