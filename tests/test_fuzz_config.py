@@ -3,7 +3,9 @@
 Three families: the embedded demo config with one value replaced by random data, one key removed
 or one unknown key added (wrong types, out-of-range numbers, NaN, huge strings); raw bytes and
 text (invalid UTF-8, malformed YAML); and hand-picked hostile YAML (deep nesting, Python tags,
-recursive aliases, duplicate keys, binary scalars, a directory given as the file).
+recursive aliases, duplicate keys, binary scalars, a directory given as the file). A config that
+loads holds none of the refused classes (non-finite numbers, empty path lists, a warm-up as long as
+the run, booleans as integers); each class also has hand-written cases naming their field.
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ For each task, Hypothesis draws a few valid upstream records (with tricky string
 U+0085, quotes, CJK, 300k characters) and one fault: a dropped or mistyped field, a bad label,
 a non-object record, a garbage line, invalid UTF-8, JSON nested too deeply to read, a truncated
 file, an empty file; or a benign variation: CRLF and blank lines, a UTF-8 BOM, extra fields, a
-huge field. `get_task(name, data_dir).load()` must then raise a CodestageError whose message names
-the file (faults) or return exactly one item per record with the question intact (benign): never
-another exception type, never a silent loss.
+huge field, a record repeated. `get_task(name, data_dir).load()` must then raise a CodestageError
+whose message names the file (faults) or return exactly one item per record with the question
+intact (benign): never another exception type, never a silent loss. `load_items()` (what is
+evaluated) must return the same items, or, when two records are one item, a DataError naming the
+file and line.
 """
 
 from __future__ import annotations
