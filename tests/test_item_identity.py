@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-from codestage import cli
 from codestage.errors import DataError
 from codestage.eval.compare import compare
 from codestage.eval.harness import evaluate, load_scorer
@@ -19,12 +17,6 @@ from codestage.eval.registry import get_task
 from codestage.resources import bundled
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["codestage", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), " ".join((captured.err + captured.out).split())
 
 
 def test_items_files_carry_the_upstream_id_and_the_text_hash(tmp_path: Path, micro_model_dir: Path) -> None:
@@ -98,13 +90,13 @@ def _mbpp(folder: Path, ids: list[int]) -> None:
     (folder / "mbpp" / "mbpp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_eval_cli_refuses_duplicates_and_reports_the_lenient_skip_at_the_end(tmp_path, monkeypatch, capsys) -> None:
+def test_eval_cli_refuses_duplicates_and_reports_the_lenient_skip_at_the_end(tmp_path, cli_run) -> None:
     _mbpp(tmp_path / "data", [11, 12, 11, 13])
     args = ["eval", "--tasks", "mbpp", "--check-references", "--data-dir", tmp_path / "data", "--quiet"]
-    code, msg = run_cli(monkeypatch, capsys, *args, "--out", tmp_path / "strict")
+    code, msg = cli_run(*args, "--out", tmp_path / "strict")
     assert code == 2 and "mbpp.jsonl:3:" in msg.replace(" ", "") and "the same item as line 1" in msg
     assert not (tmp_path / "strict").exists()
-    code, msg = run_cli(monkeypatch, capsys, *args, "--out", tmp_path / "lenient", "--lenient")
+    code, msg = cli_run(*args, "--out", tmp_path / "lenient", "--lenient")
     assert code == 0, msg
     warnings = msg[msg.index("warnings"):]
     assert "mbpp: 1 duplicate record(s) in mbpp.jsonl skipped (lenient; each scored once): mbpp.jsonl:3 = line 1" in warnings, warnings
@@ -112,8 +104,8 @@ def test_eval_cli_refuses_duplicates_and_reports_the_lenient_skip_at_the_end(tmp
     assert res["lenient"] is True and res["tasks"]["mbpp"]["n"] == 3 and "duplicate" in res["tasks"]["mbpp"]["notes"][0]
 
 
-def test_the_end_of_eval_names_subsamples_limits_missing_data_and_repairs(tmp_path, monkeypatch, capsys, micro_model_dir) -> None:
-    code, msg = run_cli(monkeypatch, capsys, "eval", "--model", micro_model_dir, "--tasks", "mbpp_sanitized,ekar_zh",
+def test_the_end_of_eval_names_subsamples_limits_missing_data_and_repairs(tmp_path, cli_run, micro_model_dir) -> None:
+    code, msg = cli_run("eval", "--model", micro_model_dir, "--tasks", "mbpp_sanitized,ekar_zh",
                         "--check-references", "--limit", "2", "--out", tmp_path, "--quiet")
     assert code == 0, msg
     warnings = msg[msg.index("warnings"):]
@@ -156,7 +148,7 @@ def test_compare_pairs_by_identity_so_a_reordered_file_gives_the_same_answer(tmp
     assert base["tasks"]["cosqa"]["n"] == 40 and base["notes"] == []
 
 
-def test_compare_refuses_different_items_naming_the_task_and_counts_or_compares_the_common_ones(tmp_path, monkeypatch, capsys) -> None:
+def test_compare_refuses_different_items_naming_the_task_and_counts_or_compares_the_common_ones(tmp_path, cli_run) -> None:
     a, b = _rows(40, 1), _rows(40, 2)
     b[5]["item_hash"] = "f" * 64  # another question
     b[7]["gold"] = [1 - b[7]["gold"][0]]  # another answer key
@@ -167,9 +159,9 @@ def test_compare_refuses_different_items_naming_the_task_and_counts_or_compares_
         compare(fa, fb)
     out = compare(fa, fb, common_only=True)
     assert out["tasks"]["cosqa"]["n"] == 37 and out["tasks"]["cosqa"]["conflicting"] == 2
-    code, msg = run_cli(monkeypatch, capsys, "compare", fa, fb)
+    code, msg = cli_run("compare", fa, fb)
     assert code == 2 and "task cosqa" in msg and "4 differ" in msg
-    code, msg = run_cli(monkeypatch, capsys, "compare", fa, fb, "--common-only", "--json", tmp_path / "cmp.json")
+    code, msg = cli_run("compare", fa, fb, "--common-only", "--json", tmp_path / "cmp.json")
     assert code == 0 and "warnings" in msg and "cosqa: compared the 37 items common to both sides; left out 1 only in A" in msg
     assert json.loads((tmp_path / "cmp.json").read_text())["common_only"] is True
 

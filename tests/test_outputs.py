@@ -9,13 +9,11 @@ is still there, byte for byte. Its own earlier output is replaced or written int
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from codestage import cli
 from codestage.errors import ConfigError
 from codestage.outputs import EVAL, STORE, STUDY, check_output
 from codestage.resources import DATA_DIR
@@ -23,12 +21,6 @@ from codestage.resources import DATA_DIR
 CORPUS = DATA_DIR / "corpora" / "nl_en.jsonl.gz"
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["codestage", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), " ".join((captured.err + captured.out).split())
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -53,7 +45,7 @@ def small_corpus(path: Path, n: int = 40) -> Path:
     return path
 
 
-def test_data_build_refuses_an_unrelated_folder_and_its_own_input(tmp_path, monkeypatch, capsys, unrelated) -> None:
+def test_data_build_refuses_an_unrelated_folder_and_its_own_input(tmp_path, cli_run, unrelated) -> None:
     data = small_corpus(tmp_path / "docs.jsonl")
     before, data_bytes = snapshot(unrelated), data.read_bytes()
     cases = [
@@ -67,82 +59,81 @@ def test_data_build_refuses_an_unrelated_folder_and_its_own_input(tmp_path, monk
     src_dir.mkdir()
     small_corpus(src_dir / "a.jsonl")
     for out, message in cases:
-        code, msg = run_cli(monkeypatch, capsys, "data", "build", data, "--tokenizer", tmp_path / "tok", "--out", out)
+        code, msg = cli_run("data", "build", data, "--tokenizer", tmp_path / "tok", "--out", out)
         assert code == 2 and f"--out {out}" in msg and message in msg, msg
-    code, msg = run_cli(monkeypatch, capsys, "data", "build", src_dir, "--tokenizer", tmp_path / "tok", "--out", src_dir / "store")
+    code, msg = cli_run("data", "build", src_dir, "--tokenizer", tmp_path / "tok", "--out", src_dir / "store")
     assert code == 2 and "lies inside the input" in msg, msg
     assert snapshot(unrelated) == before and data.read_bytes() == data_bytes and not (src_dir / "store").exists()
     assert (tmp_path / "report.pdf").read_bytes() == b"%PDF"
 
 
-def test_data_build_replaces_its_own_store_and_fills_an_empty_folder(tmp_path, monkeypatch, capsys, tokenizer_dir) -> None:
+def test_data_build_replaces_its_own_store_and_fills_an_empty_folder(tmp_path, cli_run, tokenizer_dir) -> None:
     data = small_corpus(tmp_path / "docs.jsonl")
     out = tmp_path / "store"
     out.mkdir()
     for n in (40, 20):  # an empty folder, then our own store (replaced by a smaller one)
         small_corpus(data, n)
-        code, msg = run_cli(monkeypatch, capsys, "data", "build", data, "--tokenizer", tokenizer_dir, "--out", out, "--workers", "1")
+        code, msg = cli_run("data", "build", data, "--tokenizer", tokenizer_dir, "--out", out, "--workers", "1")
         assert code == 0, msg
         assert json.loads((out / "manifest.json").read_text())["documents"] == n
 
 
-def test_data_merge_and_decontam_refuse_folders_and_files_they_did_not_write(tmp_path, monkeypatch, capsys, unrelated) -> None:
+def test_data_merge_and_decontam_refuse_folders_and_files_they_did_not_write(tmp_path, cli_run, unrelated) -> None:
     before = snapshot(unrelated)
-    code, msg = run_cli(monkeypatch, capsys, "data", "merge", tmp_path / "s0", tmp_path / "s1", "--out", unrelated)
+    code, msg = cli_run("data", "merge", tmp_path / "s0", tmp_path / "s1", "--out", unrelated)
     assert code == 2 and "not a codestage token store" in msg, msg
     data = small_corpus(tmp_path / "docs.jsonl")
-    code, msg = run_cli(monkeypatch, capsys, "data", "decontam", "--sources", f"web={data}", "--tasks", "cosqa",
+    code, msg = cli_run("data", "decontam", "--sources", f"web={data}", "--tasks", "cosqa",
                         "--drop-out", unrelated)
     assert code == 2 and f"--drop-out {unrelated}" in msg and "decontaminated copies" in msg, msg
-    code, msg = run_cli(monkeypatch, capsys, "data", "decontam", "--sources", f"web={data}", "--tasks", "cosqa",
+    code, msg = cli_run("data", "decontam", "--sources", f"web={data}", "--tasks", "cosqa",
                         "--report", unrelated / "notes.txt")
     assert code == 2 and "not a codestage decontamination report" in msg, msg
-    code, msg = run_cli(monkeypatch, capsys, "data", "decontam", "--sources", f"web={data}", "--tasks", "cosqa", "--report", data)
+    code, msg = cli_run("data", "decontam", "--sources", f"web={data}", "--tasks", "cosqa", "--report", data)
     assert code == 2 and "is also an input" in msg, msg
     assert snapshot(unrelated) == before
 
 
-def test_eval_refuses_foreign_results_and_a_model_folder_but_writes_beside_other_files(tmp_path, monkeypatch, capsys,
-                                                                                      micro_model_dir) -> None:
+def test_eval_refuses_foreign_results_and_a_model_folder_but_writes_beside_other_files(tmp_path, cli_run, micro_model_dir) -> None:
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "results.json").write_text('{"accuracy": 0.93}\n')
-    code, msg = run_cli(monkeypatch, capsys, "eval", "--tasks", "mbpp", "--check-references", "--out", theirs)
+    code, msg = cli_run("eval", "--tasks", "mbpp", "--check-references", "--out", theirs)
     assert code == 2 and "not a codestage evaluation folder" in msg and (theirs / "results.json").read_text() == '{"accuracy": 0.93}\n'
-    code, msg = run_cli(monkeypatch, capsys, "eval", "--model", micro_model_dir, "--tasks", "cosqa", "--out", micro_model_dir)
+    code, msg = cli_run("eval", "--model", micro_model_dir, "--tasks", "cosqa", "--out", micro_model_dir)
     assert code == 2 and "is also an input" in msg, msg
-    code, msg = run_cli(monkeypatch, capsys, "eval", "--model", micro_model_dir, "--tasks", "cosqa", "--out", micro_model_dir / "eval")
+    code, msg = cli_run("eval", "--model", micro_model_dir, "--tasks", "cosqa", "--out", micro_model_dir / "eval")
     assert code == 2 and "lies inside the input" in msg, msg
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "README.md").write_text("my notes\n")
     for _ in range(2):  # a folder with other files, then our own results again
-        code, msg = run_cli(monkeypatch, capsys, "eval", "--tasks", "mbpp", "--check-references", "--limit", "2", "--out", mine)
+        code, msg = cli_run("eval", "--tasks", "mbpp", "--check-references", "--limit", "2", "--out", mine)
         assert code == 0, msg
     assert (mine / "README.md").read_text() == "my notes\n" and (mine / "results.json").is_file()
 
 
-def test_lm_eval_export_and_compare_json_refuse_what_they_did_not_write(tmp_path, monkeypatch, capsys) -> None:
+def test_lm_eval_export_and_compare_json_refuse_what_they_did_not_write(tmp_path, cli_run) -> None:
     out = tmp_path / "tasks"
     out.mkdir()
     (out / "README.md").write_text("# my lm-eval tasks\n")
-    code, msg = run_cli(monkeypatch, capsys, "tasks", "export-lm-eval", out, "--tasks", "cosqa")
+    code, msg = cli_run("tasks", "export-lm-eval", out, "--tasks", "cosqa")
     assert code == 2 and "OUT " in msg and "lm-eval task export" in msg and (out / "README.md").read_text() == "# my lm-eval tasks\n"
     fresh = tmp_path / "fresh"
     for _ in range(2):  # new, then our own export again
-        code, msg = run_cli(monkeypatch, capsys, "tasks", "export-lm-eval", fresh, "--tasks", "cosqa")
+        code, msg = cli_run("tasks", "export-lm-eval", fresh, "--tasks", "cosqa")
         assert code == 0, msg
     items = tmp_path / "items.jsonl"
     items.write_text(json.dumps({"task": "cosqa", "doc_id": 0, "item_hash": "h", "gold": [0], "correct": True}) + "\n")
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": true}\n')
     for target, message in ((notes, "not a codestage comparison JSON"), (items, "is also an input")):
-        code, msg = run_cli(monkeypatch, capsys, "compare", items, items, "--json", target)
+        code, msg = cli_run("compare", items, items, "--json", target)
         assert code == 2 and f"--json {target}" in msg and message in msg, msg
     assert notes.read_text() == '{"mine": true}\n'
 
 
-def test_run_and_pretrain_refuse_a_folder_that_is_not_a_study_or_lies_in_an_input(tmp_path, monkeypatch, capsys, unrelated) -> None:
+def test_run_and_pretrain_refuse_a_folder_that_is_not_a_study_or_lies_in_an_input(tmp_path, cli_run, unrelated) -> None:
     src = tmp_path / "corpus"
     src.mkdir()
     small_corpus(src / "a.jsonl")
@@ -152,9 +143,9 @@ def test_run_and_pretrain_refuse_a_folder_that_is_not_a_study_or_lies_in_an_inpu
     config.write_text(yaml.safe_dump(cfg))
     before = snapshot(unrelated)
     for cmd in (["run", config], ["pretrain", config]):
-        code, msg = run_cli(monkeypatch, capsys, *cmd, "--out", unrelated)
+        code, msg = cli_run(*cmd, "--out", unrelated)
         assert code == 2 and "not a codestage study folder" in msg, msg
-        code, msg = run_cli(monkeypatch, capsys, *cmd, "--out", src / "runs")
+        code, msg = cli_run(*cmd, "--out", src / "runs")
         assert code == 2 and "lies inside the input" in msg, msg
     assert snapshot(unrelated) == before and not (src / "runs").exists()
 

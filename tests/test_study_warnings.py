@@ -5,28 +5,19 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from codestage import cli
 from codestage.outputs import STUDY_MARKER
 from codestage.resources import DATA_DIR
 
 pytestmark = pytest.mark.slow  # a whole (micro) study: tokenizer, stores, two arms, evaluation
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["codestage", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), " ".join((captured.err + captured.out).split())
 
 
-def test_a_study_run_ends_with_its_warnings_and_reruns_in_its_own_folder(tmp_path, monkeypatch, capsys) -> None:
+def test_a_study_run_ends_with_its_warnings_and_reruns_in_its_own_folder(tmp_path, cli_run) -> None:
     with gzip.open(DATA_DIR / "corpora/nl_en.jsonl.gz", "rt", encoding="utf-8") as f:
         lines = [next(f) for _ in range(30)]
     text = tmp_path / "text.jsonl"
@@ -43,7 +34,7 @@ def test_a_study_run_ends_with_its_warnings_and_reruns_in_its_own_folder(tmp_pat
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
-    code, msg = run_cli(monkeypatch, capsys, "run", config, "--out", out, "--quiet")
+    code, msg = cli_run("run", config, "--out", out, "--quiet")
     assert code == 0, msg[-2000:]
     warnings = msg[msg.index("warnings"):]
     assert "store nl: 1 of 31 records dropped (malformed_json 1)" in warnings
@@ -51,5 +42,5 @@ def test_a_study_run_ends_with_its_warnings_and_reruns_in_its_own_folder(tmp_pat
     assert "scienceqa: test split: 194 text-only problems evaluated" in warnings
     assert warnings.count("scienceqa: test split") == 1  # the same note from both arms, said once
     assert json.loads((out / STUDY_MARKER).read_text())["kind"] == "codestage study"
-    code, msg = run_cli(monkeypatch, capsys, "run", config, "--out", out, "--quiet")  # its own folder: accepted
+    code, msg = cli_run("run", config, "--out", out, "--quiet")  # its own folder: accepted
     assert code == 0 and "up to date" in msg, msg[-2000:]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from codestage.errors import DataError
-from codestage.eval.tasks.base import ChoiceItem, GenerationItem, Item
+from codestage.eval.tasks.base import ChoiceItem, Item
 
 ID_FIELDS = ("id", "pid", "idx", "task_id")  # the upstream id's name in `Item.meta`, per dataset
 _SPACE = re.compile(r"\s+")
