@@ -126,7 +126,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum, seq_len=a.seq_len,
-                       global_batch_tokens=a.global_batch_tokens, lr=a.lr, warmup_steps=max(1, a.steps // 10),
+                       global_batch_tokens=a.global_batch_tokens, lr=a.lr, warmup_steps=min(max(1, a.steps // 10), a.steps - 1),
                        parallel=a.parallel, device=a.device, dtype=a.dtype, compile=a.compile,
                        checkpoint_every=a.checkpoint_every, log_every=a.log_every, tensorboard=False, float8=a.float8)
 

@@ -75,3 +75,19 @@ def triton_interpreted() -> Callable[[str, Any, Path], Any]:
         return torch.load(folder / "out.pt", weights_only=False)
 
     return run
+
+
+@pytest.fixture
+def cli_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str]]:
+    """cli_run(*args): `codestage ARGS` in this process -> (exit status, its stdout and stderr with
+    whitespace runs joined, so messages rich wrapped at the terminal width read as one line)."""
+    from codestage import cli
+
+    def run(*args: Any) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["codestage", *map(str, args)])
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+        captured = capsys.readouterr()
+        return int(exc.value.code or 0), " ".join((captured.err + captured.out).split())
+
+    return run

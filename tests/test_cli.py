@@ -29,7 +29,7 @@ def base_config(tmp: Path, **changes) -> dict:
                     "code": {"paths": [str(DATA_DIR / "corpora/code.jsonl.gz")], "group": "code", "max_docs": 20}},
         "tokenizer": {"vocab_size": 300, "sample_chars_per_source": 5000},
         "model": {"preset": "micro"},
-        "pretrain": {"train": {"steps": 2, "batch_size": 1, "seq_len": 16}},
+        "pretrain": {"train": {"steps": 2, "batch_size": 1, "seq_len": 16, "warmup_steps": 1}},
     }
     cfg.update(changes)
     return cfg

@@ -87,12 +87,14 @@ def test_check_references_needs_no_model(tmp_path: Path) -> None:
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
     with pytest.raises(ModelPathError, match="no config.json"):
-        evaluate(tmp_path, ["cosqa"], tmp_path / "out")
+        evaluate(model, ["cosqa"], tmp_path / "out")
     with pytest.raises(ConfigError, match="unknown task or domain 'nope'"):
-        evaluate(tmp_path, ["nope"], tmp_path / "out")
+        evaluate(model, ["nope"], tmp_path / "out")
     with pytest.raises(ConfigError, match="unknown protocol"):
-        evaluate(tmp_path, ["cosqa"], tmp_path / "out", protocol="helm")
+        evaluate(model, ["cosqa"], tmp_path / "out", protocol="helm")
     assert not (tmp_path / "out" / "results.json").exists()
 
 

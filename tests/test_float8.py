@@ -41,7 +41,7 @@ def test_convert_blocks_swaps_block_linears_and_keeps_weight_names():
 def test_float8_off_gpu_is_a_config_error_naming_the_setting(tmp_path, tokenizer):
     with pytest.raises(ConfigError, match="train.float8"):
         check_available(torch.device("cpu"))
-    cfg = TrainConfig(steps=2, batch_size=2, seq_len=32, tensorboard=False, device="cpu", float8=True)
+    cfg = TrainConfig(steps=2, batch_size=2, seq_len=32, warmup_steps=1, tensorboard=False, device="cpu", float8=True)
     with pytest.raises(ConfigError, match="CUDA GPU"):
         smoke.job(tokenizer, cfg, tmp_path / "r")
     assert not (tmp_path / "r" / "model").exists()

@@ -3,12 +3,15 @@
 Three families: the embedded demo config with one value replaced by random data, one key removed
 or one unknown key added (wrong types, out-of-range numbers, NaN, huge strings); raw bytes and
 text (invalid UTF-8, malformed YAML); and hand-picked hostile YAML (deep nesting, Python tags,
-recursive aliases, duplicate keys, binary scalars, a directory given as the file).
+recursive aliases, duplicate keys, binary scalars, a directory given as the file). A config that
+loads holds none of the refused classes (non-finite numbers, empty path lists, a warm-up as long as
+the run, booleans as integers); each class also has hand-written cases naming their field.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -47,14 +50,34 @@ def _paths(obj, prefix=()):
 PATHS = _paths(DEMO)
 
 
+def _numbers(obj, where=""):
+    """(key path, value) of every number in plain data."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{where}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield where, obj
+
+
 def _check(path: Path) -> None:
-    """The property: a ConfigError naming the file, or a config that round-trips to JSON."""
+    """The property: a ConfigError naming the file, or a config that round-trips to strict JSON and
+    holds no value of the refused classes (non-finite numbers, empty path lists, a warm-up as long
+    as the run, a boolean where an integer belongs)."""
     try:
         cfg = load_config(path)
     except ConfigError as exc:
         assert str(path) in str(exc), str(exc)[:300]
         return
-    json.dumps(config_to_dict(cfg), allow_nan=True)
+    data = config_to_dict(cfg)
+    json.dumps(data, allow_nan=False)
+    assert all(math.isfinite(v) for _, v in _numbers(data))
+    for train in (cfg.pretrain.train, cfg.instruct.train):
+        assert train.warmup_steps < train.steps and type(train.steps) is int and type(train.batch_size) is int
+    for section in (*cfg.sources.values(), *cfg.instruct.sets.values(), *cfg.eval.heldout.values()):
+        assert section.paths and all(p.strip() for p in section.paths)
 
 
 @st.composite
@@ -138,6 +161,66 @@ def test_nan_weight_is_rejected_not_loaded(tmp_path: Path) -> None:
     path.write_text("sources: {s: {paths: [x], weight: .nan}}\n")
     with pytest.raises(ConfigError, match="weight"):
         load_config(path)
+
+
+# Values of the refused classes: each is a ConfigError naming the file, the line or field, and the value.
+BASE = "sources: {s: {paths: [x]}}\n"
+REFUSED = {
+    "duplicate_top_level_key": ("sources: {s: {paths: [x]}}\nmodel: {preset: tiny}\nname: a\nmodel: {preset: micro}\n",
+                                ":4: malformed YAML (duplicate key 'model' (also on line 2"),
+    "duplicate_nested_key": (BASE + "pretrain:\n  train:\n    steps: 10\n    steps: 20\n", ":5: malformed YAML (duplicate key 'steps'"),
+    "duplicate_source_name": ("sources:\n  s: {paths: [x]}\n  s: {paths: [y]}\n", ":3: malformed YAML (duplicate key 's'"),
+    "nan_weight": ("sources: {s: {paths: [x], weight: .nan}}\n", "sources.s.weight: nan is not a finite number"),
+    "inf_lr": (BASE + "pretrain: {train: {lr: .inf}}\n", "pretrain.train.lr: inf is not a finite number"),
+    "nan_in_overrides": (BASE + "model: {overrides: {rope_theta: -.inf}}\n", "model.overrides.rope_theta: -inf is not a finite"),
+    "nan_as_string": (BASE + "pretrain: {train: {lr: nan}}\n", "pretrain.train.lr"),
+    "empty_paths": ("sources: {s: {paths: []}}\n", "sources.s.paths: List should have at least 1 item"),
+    "blank_path": ("sources: {s: {paths: ['  ']}}\n", "sources.s.paths.0"),
+    "empty_instruct_paths": (BASE + "instruct: {sets: {a: {paths: []}}}\n", "instruct.sets.a.paths"),
+    "empty_heldout_paths": (BASE + "eval: {heldout: {h: {paths: []}}}\n", "eval.heldout.h.paths"),
+    "empty_eval_tasks": (BASE + "eval: {tasks: []}\n", "eval.tasks"),
+    "empty_languages": ("sources: {s: {paths: [x], languages: []}}\n", "sources.s.languages"),
+    "steps_true": (BASE + "pretrain: {train: {steps: true}}\n", "pretrain.train.steps: Input should be a valid integer"),
+    "batch_size_false": (BASE + "instruct: {train: {batch_size: false, steps: 100}}\n", "instruct.train.batch_size"),
+    "steps_float": (BASE + "pretrain: {train: {steps: 10.5}}\n", "pretrain.train.steps"),
+    "steps_string": (BASE + "pretrain: {train: {steps: '100'}}\n", "pretrain.train.steps"),
+    "lr_true": (BASE + "pretrain: {train: {lr: true}}\n", "pretrain.train.lr"),
+    "dedup_one": ("sources: {s: {paths: [x], dedup: 1}}\n", "sources.s.dedup"),
+    "warmup_equals_steps": (BASE + "pretrain: {train: {steps: 20, warmup_steps: 20}}\n", "pretrain.train: Value error, warmup_steps (20)"),
+    "warmup_over_steps_instruct": (BASE + "instruct: {train: {steps: 5}}\n", "instruct.train: Value error, warmup_steps (20) must be below steps (5)"),
+    "negative_seed": (BASE + "seed: -1\n", "seed: Input should be greater than or equal to 0"),
+    "zero_steps": (BASE + "pretrain: {train: {steps: 0}}\n", "pretrain.train.steps"),
+    "no_arms": (BASE + "pretrain: {arms: {}}\n", "at least one pretraining arm"),
+    "min_over_max_chars": ("sources: {s: {paths: [x], min_chars: 10, max_chars: 5}}\n", "min_chars (10) is above max_chars (5)"),
+    "blank_name": (BASE + "name: ''\n", "name: String should have at least 1 character"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_values_of_the_refused_classes_are_config_errors_naming_the_field(tmp_path: Path, name: str) -> None:
+    text, expected = REFUSED[name]
+    path = tmp_path / "study.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(path) in str(exc.value) and expected in str(exc.value), str(exc.value)
+
+
+def test_merge_keys_may_still_be_overridden_and_yaml_ints_load(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text("sources: {s: {paths: [x]}}\npretrain: {train: &t {steps: 1_000, warmup_steps: 5, lr: 1}}\n"
+                    "instruct: {train: {<<: *t, steps: 60}}\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.pretrain.train.steps == 1000 and cfg.pretrain.train.lr == 1.0 and type(cfg.pretrain.train.lr) is float
+    assert cfg.instruct.train.steps == 60 and cfg.instruct.train.warmup_steps == 5
+
+
+@pytest.mark.parametrize("ratio", ["nan:1", "inf:1", "1:inf", "1e400:1", "-1:2", "0:0"])
+def test_non_finite_or_negative_ratios_are_refused_naming_the_arm(ratio: str) -> None:
+    from codestage.mixing import preset_schedule
+
+    with pytest.raises(ConfigError, match=r"pretrain\.arms\.CODE: ratio"):
+        preset_schedule("constant", ratio=ratio, where="pretrain.arms.CODE")
 
 
 BOMB = """

@@ -142,3 +142,23 @@ def test_an_empty_seed_instance_skips_only_itself(tmp_path: Path) -> None:
     out = read_examples([path], "seed")
     assert [e.output for e in out.examples] == ["2"]
     assert out.skipped_empty == [f"{path}:1 instances[1]"]
+
+
+def test_an_example_over_the_record_limit_is_refused_naming_where(tmp_path: Path) -> None:
+    import pytest
+
+    from codestage.jsonlines import MAX_RECORD_CHARS
+
+    big = "x" * (MAX_RECORD_CHARS + 1)
+    alpaca = tmp_path / "alpaca.json"
+    alpaca.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}, {"instruction": "c", "input": big, "output": "d"}]))
+    with pytest.raises(CodestageError, match=rf"{alpaca} record 1: a record of [\d,]+ characters, over the limit of 1,048,576"):
+        read_examples([alpaca], "alpaca")
+    seeds = tmp_path / "seed.jsonl"
+    seeds.write_text(json.dumps({"instruction": "a", "instances": [{"input": "", "output": "b"}]}) + "\n"
+                     + json.dumps({"instruction": "c", "instances": [{"input": "", "output": big}]}) + "\n")
+    with pytest.raises(CodestageError, match=rf"{seeds}:2: a record of .* over the limit"):
+        read_examples([seeds], "seeds")
+    just_under = tmp_path / "ok.jsonl"
+    just_under.write_text(json.dumps({"instruction": "c", "input": "", "output": "y" * (MAX_RECORD_CHARS - 100)}) + "\n")
+    assert len(read_examples([just_under], "ok").examples) == 1

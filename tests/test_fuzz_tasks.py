@@ -4,9 +4,11 @@ For each task, Hypothesis draws a few valid upstream records (with tricky string
 U+0085, quotes, CJK, 300k characters) and one fault: a dropped or mistyped field, a bad label,
 a non-object record, a garbage line, invalid UTF-8, JSON nested too deeply to read, a truncated
 file, an empty file; or a benign variation: CRLF and blank lines, a UTF-8 BOM, extra fields, a
-huge field. `get_task(name, data_dir).load()` must then raise a CodestageError whose message names
-the file (faults) or return exactly one item per record with the question intact (benign): never
-another exception type, never a silent loss.
+huge field, a record repeated. `get_task(name, data_dir).load()` must then raise a CodestageError
+whose message names the file (faults) or return exactly one item per record with the question
+intact (benign): never another exception type, never a silent loss. `load_items()` (what is
+evaluated) must return the same items, or, when two records are one item, a DataError naming the
+file and line.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codestage.errors import CodestageError
+from codestage.errors import CodestageError, DataError
+from codestage.eval.identity import item_hash, item_id
 from codestage.eval.registry import get_task
 
 FUZZ = settings(derandomize=True, max_examples=60, deadline=None, database=None,
@@ -39,7 +42,7 @@ WORD = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")
 
 FAULTS = ("drop_field", "wrong_type", "bad_value", "not_object", "garbage", "invalid_utf8", "deep_nesting",
           "truncate", "empty_file")
-BENIGN = ("none", "crlf_blank_lines", "bom", "extra_fields", "huge_field")
+BENIGN = ("none", "crlf_blank_lines", "bom", "extra_fields", "huge_field", "duplicate")
 WRONG = {
     "str": [1, 2.5, True, None, [], {}],
     "int": ["1", 2.5, None, [], {}],
@@ -196,6 +199,8 @@ def _case(data, spec: Spec):
         rec[key] = "長" * 300_000
     elif kind == "crlf_blank_lines":
         newline = "\r\n"
+    elif kind == "duplicate":  # the same record again at the end: loads, but `load_items` must refuse it
+        records.append(json.loads(json.dumps(rec)))
     elif kind in ("drop_field", "wrong_type", "not_object", "deep_nesting", "extra_fields"):
         kind = "none"  # no such fault for this format (CSV has no types or nesting)
     text = _serialize(spec, records, fmt, newline, indent)
@@ -263,6 +268,17 @@ def test_task_loader_gives_a_clear_error_or_every_record(spec: Spec, data) -> No
         assert len(items) == spec.expected(records), (kind, len(items))
         kept = [r for r in records if spec.task != "scienceqa" or not r.get("image")]
         assert [it.question if hasattr(it, "question") else it.prompt for it in items] == [spec.question(r) for r in kept]
+        # the evaluated items: the same, unless two records are one item (same text, or the same upstream id)
+        hashes, ids = [item_hash(it) for it in items], [i for i in map(item_id, items) if i is not None]
+        repeated = len(set(hashes)) < len(hashes) or len(set(ids)) < len(ids)
+        if kind == "duplicate" and (spec.task != "scienceqa" or not records[-1].get("image")):
+            assert repeated
+        try:
+            checked = task.load_items()
+        except DataError as exc:
+            assert repeated and str(root / spec.path) in str(exc) and "line" in str(exc), (kind, str(exc)[:300])
+            return
+        assert not repeated and checked == items, kind
 
 
 def test_scienceqa_ids_missing_from_problems_are_counted_not_dropped(tmp_path: Path) -> None:
@@ -273,3 +289,30 @@ def test_scienceqa_ids_missing_from_problems_are_counted_not_dropped(tmp_path: P
     task = get_task("scienceqa", tmp_path)
     assert len(task.load()) == 1
     assert any("2 test ids are not in problems.json" in n for n in task.notes)
+
+
+@pytest.mark.parametrize("task,rel,fmt", [("logiqa_en", "logiqa/logiqa-en.jsonl", "jsonl"), ("cosqa", "cosqa/cosqa-dev.json", "array"),
+                                          ("scienceqa", "scienceqa/problems.json", "object")])
+def test_a_record_over_the_limit_is_refused_naming_the_line_before_anything_tokenizes_it(tmp_path: Path, task, rel, fmt) -> None:
+    from codestage.jsonlines import MAX_RECORD_CHARS
+
+    spec = next(s for s in SPECS if s.task == task)
+    records = [spec.record(_Simplest(), i) for i in range(3)]
+    key = next(k for k in TEXT_FIELDS if isinstance(records[1].get(k), str))
+    records[1][key] = "a " * (MAX_RECORD_CHARS // 2 + 1)
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True)
+    path.write_text(_serialize(spec, records, fmt, "\n", 1), encoding="utf-8")
+    for extra, text in spec.extra_files(records).items():
+        (tmp_path / extra).write_text(text)
+    with pytest.raises(DataError, match=rf"{path}:\d+: a record of [\d,]+ characters, over the limit of 1,048,576"):
+        get_task(task, tmp_path).load()
+
+
+class _Simplest:
+    """Stands in for Hypothesis' `data`: each strategy's simplest value (what `find` shrinks to)."""
+
+    def draw(self, strategy):
+        from hypothesis import find
+
+        return find(strategy, lambda _: True)

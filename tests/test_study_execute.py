@@ -23,7 +23,7 @@ def micro_study(tmp: Path) -> Path:
         "data": {"decontam": False, "workers": 1},
         "tokenizer": {"vocab_size": 300, "sample_chars_per_source": 5000},
         "model": {"preset": "micro"},
-        "pretrain": {"train": {"steps": 2, "batch_size": 1, "seq_len": 16, "log_every": 1, "tensorboard": False}},
+        "pretrain": {"train": {"steps": 2, "warmup_steps": 1, "batch_size": 1, "seq_len": 16, "log_every": 1, "tensorboard": False}},
     }
     path = tmp / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))

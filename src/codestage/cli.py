@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -23,9 +24,11 @@ DEMO_CONFIG = DATA_DIR.parent / "demo.yaml"
 
 
 def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] | None, force: bool, quiet: bool) -> None:
+    from codestage.outputs import check_study_output
     from codestage.study.report import write_report
     from codestage.study.runner import Study
 
+    check_study_output(cfg, out)
     if full_eval:
         cfg.eval.sample = None
     torch_flush_denormal()
@@ -38,6 +41,11 @@ def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] 
             return
     results = write_report(runs, study.resolved_config(), out, timings=timings)
     _summary(results, out)
+    from codestage.eval.caveats import print_caveats
+    from codestage.study.caveats import study_caveats
+
+    stores = {n.split("/", 1)[1]: s.out for n, s in study.steps.items() if n.startswith("store/")}
+    print_caveats(console, study_caveats(stores, runs))
 
 
 def torch_flush_denormal() -> None:
@@ -125,20 +133,23 @@ def eval_cmd(
     check_references: bool = typer.Option(False, "--check-references",
                                           help="run the reference solutions instead of model output (harness self-test)"),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="seconds per executed program"),
+    lenient: bool = typer.Option(False, "--lenient", help="score an exact duplicate record once (noted) instead of stopping"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Evaluate any HF causal-LM directory on the reasoning tasks; write results.json and items.jsonl."""
+    from codestage.eval.caveats import eval_caveats, print_caveats
     from codestage.eval.harness import evaluate, summary_rows
 
     results = evaluate(model, [tasks], out, data_dir=data_dir, limit=limit, sample=sample, seed=seed, protocol=protocol,
                        shots=shots, batch_size=batch_size, device=device, max_new_tokens=max_new_tokens,
                        execute=not no_execute, check_references=check_references, samples=samples,
-                       temperature=temperature, timeout_s=timeout, progress=not quiet)
+                       temperature=temperature, timeout_s=timeout, progress=not quiet, lenient=lenient)
     table = Table("task", "score", "95% CI", "n", title=f"codestage eval ({results.protocol}, {results.shots}-shot)")
     for row in summary_rows(results):
         table.add_row(*row)
     Console().print(table)
     console.print(f"results: {out / 'results.json'}   items: {out / 'items.jsonl'}")
+    print_caveats(console, eval_caveats(results))
 
 
 @app.command()
@@ -147,6 +158,7 @@ def compare(
     run_b: str = typer.Argument(..., help="eval folder (or items.jsonl) of run B; the same number of seeds, same order"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON here"),
+    common_only: bool = typer.Option(False, "--common-only", help="compare only the items both sides share (when they differ)"),
 ) -> None:
     """Paired difference A - B per task with its 95% interval and a paired-bootstrap p-value,
     plus continuous metrics (margin of the gold choice; bits per byte of MBPP references) in the JSON and table."""
@@ -155,7 +167,12 @@ def compare(
 
     side_a = [Path(x) for x in run_a.split(",") if x]
     side_b = [Path(x) for x in run_b.split(",") if x]
-    result = compare_runs(side_a, side_b, seed=seed)
+    if json_out:
+        from codestage.outputs import COMPARE_JSON, check_output
+
+        read = [q / n if q.is_dir() else q for q in side_a + side_b for n in ("items.jsonl", "items.jsonl.gz")]
+        check_output(json_out, COMPARE_JSON, inputs=read, option="--json")
+    result = compare_runs(side_a, side_b, seed=seed, common_only=common_only)
     seeds = f" ({result.seeds} seeds, item values averaged over seeds)" if result.seeds > 1 else ""
     table = Table("task", "metric", "n", "A", "B", "A - B", "95% CI", "p", "margin or bits/byte: A - B [95% CI] p",
                   title=f"A = {run_a}\nB = {run_b}{seeds}")
@@ -168,10 +185,11 @@ def compare(
         table.add_row(task, r.metric, str(r.n), f"{r.a:.2f}", f"{r.b:.2f}", f"{r.diff:+.2f}",
                       f"[{lo:+.2f}, {hi:+.2f}]", f"{r.p_value:.3f}", "; ".join(cont))
     Console().print(table)
-    if result.unpaired_tasks:
-        console.print(f"tasks in only one run (not compared): {', '.join(result.unpaired_tasks)}")
     if json_out:
         write_json(json_out, result.to_json())
+    from codestage.eval.caveats import print_caveats
+
+    print_caveats(console, result.notes)
 
 
 tasks_app = typer.Typer(no_args_is_help=True, help="The evaluation tasks: list them, export them to lm-evaluation-harness.")
@@ -223,15 +241,22 @@ def _quiet_libraries() -> None:
 
 
 def main() -> None:
-    """Entry point: bad input ends with a one-line message and exit status 2, not a traceback."""
-    _quiet_libraries()
+    """Entry point: bad input ends with a one-line message and exit status 2, not a traceback;
+    Ctrl-C stops the command (a second one at once: `codestage.interrupts`)."""
+    from codestage.interrupts import ctrl_c
+
     try:
-        app()
+        with ctrl_c():
+            _quiet_libraries()
+            app()
     except CodestageError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]; finished steps are kept, a rerun resumes")
+    except (KeyboardInterrupt, SystemExit) as exc:  # typer turns a KeyboardInterrupt into exit status 130
+        if isinstance(exc, SystemExit) and exc.code != 130:
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C while threads wind down: exit at once
+        console.print("[yellow]interrupted[/]; outputs are as they were, finished steps are kept, a rerun resumes")
         sys.exit(130)
 
 

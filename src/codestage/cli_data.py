@@ -59,7 +59,7 @@ def build(
             status.update(f"building {src}: {docs:,} documents, {tokens:,} tokens, {dropped:,} dropped")
 
         run_build(sources, tokenizer, out, spec, progress=progress)
-    _print_store(TokenStore.open(out).manifest, out)
+    _print_store(TokenStore.open(out).manifest, out, warn=True)
 
 
 @data_app.command()
@@ -71,7 +71,7 @@ def merge(
     """Merge shard stores (from --shard i/N builds) into the store a single build would write."""
     from codestage.data.merge import merge as run_merge
 
-    _print_store(run_merge(shard_dirs, out, allow_partial=allow_partial), out)
+    _print_store(run_merge(shard_dirs, out, allow_partial=allow_partial), out, warn=True)
 
 
 @data_app.command()
@@ -116,6 +116,10 @@ def decontam(
         raise DataError("decontam: give at least one --sources NAME=PATH or --instruct NAME=PATH")
     if n < 1:
         raise DataError(f"--n {n}: the n-gram length must be at least 1")
+    if report is not None:
+        from codestage.outputs import DECONTAM_REPORT, check_output
+
+        check_output(report, DECONTAM_REPORT, inputs=[p for s in sets for p in s.paths] + [data_dir], option="--report")
     with console.status("checking n-gram overlap"):
         rep = decontaminate(sets, tasks, data_dir=data_dir, n=n, workers=workers or default_workers(), drop_out=drop_out)
     if report is not None:
@@ -141,7 +145,7 @@ def _fmt(n: Any) -> str:
     return f"{n:,}" if isinstance(n, int) else str(n)
 
 
-def _print_store(m: dict[str, Any], path: Path) -> None:
+def _print_store(m: dict[str, Any], path: Path, *, warn: bool = False) -> None:
     shard = m.get("shard")
     title = f"store {path}: source {m['source']!r}" + (f" (shard {shard['index']}/{shard['count']})" if shard else "")
     t = Table(title=title)
@@ -166,6 +170,11 @@ def _print_store(m: dict[str, Any], path: Path) -> None:
     console.print(f"dtype {m['dtype']}, tokenizer {m.get('tokenizer_sha256', '?')[:12]}, dedup "
                   f"{'on' if dd.get('enabled') else 'off'}, strict {'on' if m.get('strict') else 'off'}, "
                   f"bad records {m.get('bad_records', 0):,}")
+    if warn:
+        from codestage.eval.caveats import print_caveats
+        from codestage.study.caveats import store_caveat
+
+        print_caveats(console, [line for line in [store_caveat(m["source"], m)] if line])
 
 
 def _print_mixture(mix: dict[str, Any], path: Path) -> None:

@@ -123,6 +123,9 @@ def pretrain(
         return
     if out is None:
         raise ConfigError("--out is required (the study's output folder), unless --dry-run")
+    from codestage.outputs import check_study_output
+
+    check_study_output(cfg, out)
     run_pretraining(cfg, out, arms=arm, resume=resume, force=force, progress=not quiet)
 
 

@@ -7,32 +7,47 @@ Every section has defaults so a config only says what differs.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from codestage.domains import DOMAINS
 from codestage.errors import ConfigError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys, a boolean or a float where an integer belongs (`steps: true`), a string
+    where a number belongs and NaN/infinity are all errors naming the field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]  # a non-blank string
+PathList = Annotated[list[Name], Field(min_length=1, description="files, globs or directories (at least one)")]
+NameList = Annotated[list[Name], Field(min_length=1)]  # when given, at least one entry (null = no filter)
 
 
 class SourceConfig(_Strict):
     """A pretraining source: files/globs/directories; `group` is what schedules weight (text/code)."""
 
-    paths: list[str]
-    group: str = "text"
+    paths: PathList
+    group: Name = "text"
     weight: float = Field(1.0, gt=0, description="relative weight inside its group")
-    text_field: str = "text"
+    text_field: Name = "text"
     max_docs: int | None = Field(None, gt=0)
     min_chars: int = Field(0, ge=0, description="drop shorter documents (counted in the store manifest)")
     max_chars: int = Field(5_000_000, gt=0, description="longer documents are bad input")
-    languages: list[str] | None = Field(None, description="keep only these languages ('text' = non-code)")
-    licenses: list[str] | None = Field(None, description="licence allow-list, where a record has a licence field")
+    languages: NameList | None = Field(None, description="keep only these languages ('text' = non-code)")
+    licenses: NameList | None = Field(None, description="licence allow-list, where a record has a licence field")
+
+    @model_validator(mode="after")
+    def _chars_range(self) -> "SourceConfig":
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars}): every document would be dropped")
+        return self
     dedup: bool = Field(False, description="drop exact duplicates (whitespace-normalised content hash)")
 
 
@@ -48,8 +63,8 @@ class DataConfig(_Strict):
 class InstructSetConfig(_Strict):
     """An instruction set in an upstream format (Alpaca JSON list, Code Alpaca, self-instruct seed, jsonl)."""
 
-    paths: list[str]
-    group: str = "text"
+    paths: PathList
+    group: Name = "text"
     weight: float = Field(1.0, gt=0)
     max_examples: int | None = Field(None, gt=0)
 
@@ -113,6 +128,13 @@ class TrainConfig(_Strict):
     peak_tflops: float | None = Field(None, gt=0, description="for MFU in logs; default: the GPU's datasheet bf16 peak")
     tensorboard: bool = True
 
+    @model_validator(mode="after")
+    def _consistent_schedule(self) -> "TrainConfig":
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps}): the learning rate "
+                             "would never leave its warm-up (set warmup_steps explicitly when you lower steps)")
+        return self
+
 
 class TokenizerConfig(_Strict):
     path: str | None = Field(None, description="a HF tokenizer directory to use instead of training one")
@@ -153,15 +175,15 @@ class HeldoutConfig(_Strict):
     """Held-out documents for a language-modelling loss per model: a source's documents after its
     first `skip_docs` (give the source `max_docs: skip_docs` so training never sees them)."""
 
-    paths: list[str]
+    paths: PathList
     skip_docs: int = Field(0, ge=0)
     max_tokens: int = Field(200_000, gt=0)
-    text_field: str = "text"
+    text_field: Name = "text"
 
 
 class EvalConfig(_Strict):
     data_dir: str | None = Field(None, description="root with ceval_logic/, logiqa/, ... (default: bundled slice)")
-    tasks: list[str] = Field(default_factory=lambda: list(DOMAINS))
+    tasks: NameList = Field(default_factory=lambda: list(DOMAINS))
     sample: int | None = Field(None, gt=0, description="seeded subsample per task; null = full sets")
     protocol: Literal["paper", "lm-eval"] = "paper"
     shots: int = Field(0, ge=0)
@@ -169,12 +191,14 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(128, gt=0)
     execute: bool = True
     device: str = "auto"
+    lenient: bool = Field(False, description="score an exact duplicate record in a task file once (noted) "
+                          "instead of stopping; conflicting duplicates stay an error")
     heldout: dict[str, HeldoutConfig] = Field(default_factory=dict, description="name -> held-out documents scored per model")
 
 
 class StudyConfig(_Strict):
-    name: str = "study"
-    seed: int = 0
+    name: Name = "study"
+    seed: int = Field(0, ge=0)
     sources: dict[str, SourceConfig]
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -190,6 +214,12 @@ class StudyConfig(_Strict):
         if not v:
             raise ValueError("at least one pretraining source is needed")
         return v
+
+    @model_validator(mode="after")
+    def _some_arms(self) -> "StudyConfig":
+        if not self.pretrain.arms:
+            raise ValueError("pretrain.arms: at least one pretraining arm is needed")
+        return self
 
     @model_validator(mode="after")
     def _runs_name_known_arms(self) -> "StudyConfig":
@@ -236,7 +266,7 @@ def load_config(path: Path | str) -> StudyConfig:
     except OSError as exc:  # a directory, no permission, an I/O error
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -251,6 +281,25 @@ def load_config(path: Path | str) -> StudyConfig:
     return parse_config(data, origin=str(path), base_dir=path.parent.resolve())
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error (by default the
+    last silently wins: a second `model:` would replace the first). `<<` merge keys may still be
+    overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (also on line {seen[key]}; the later one would silently win)",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 _MAX_VALUES = 1_000_000
 
 
@@ -259,8 +308,8 @@ class _NotPlain(Exception):
 
 
 def _not_plain_data(data: Any) -> str | None:
-    """Why YAML data cannot be a config: a `!!binary` scalar, a recursive alias, or aliases that
-    expand past a million values (an alias bomb, which would explode when results are written).
+    """Why YAML data cannot be a config: a `!!binary` scalar, a NaN or infinity (anywhere, also in
+    free-form sections such as `model.overrides`), a recursive alias, or aliases that expand past a million values (an alias bomb, which would explode when results are written).
     Shared (aliased) values are visited once, so the check costs the file's size, not its expansion."""
     sizes: dict[int, int] = {}
     active: set[int] = set()
@@ -268,6 +317,8 @@ def _not_plain_data(data: Any) -> str | None:
     def walk(node: Any, where: str) -> int:
         if isinstance(node, bytes):
             raise _NotPlain(f"{where or '(top level)'}: binary (!!binary) values are not supported")
+        if isinstance(node, float) and not math.isfinite(node):
+            raise _NotPlain(f"{where or '(top level)'}: {node} is not a finite number")
         if not isinstance(node, (dict, list)):
             return 1
         key = id(node)

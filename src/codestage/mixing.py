@@ -31,8 +31,8 @@ def parse_ratio(ratio: str, *, where: str) -> tuple[float, float]:
         a, b = (float(x) for x in ratio.split(":"))
     except ValueError:
         raise ConfigError(f"{where}: ratio {ratio!r} is not of the form 'TEXT:CODE', e.g. '5:3'") from None
-    if a < 0 or b < 0 or a + b <= 0:
-        raise ConfigError(f"{where}: ratio {ratio!r} needs non-negative parts with a positive sum")
+    if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < 0 or a + b <= 0:
+        raise ConfigError(f"{where}: ratio {ratio!r} needs finite, non-negative parts with a positive sum")
     return a / (a + b), b / (a + b)
 
 
@@ -93,7 +93,7 @@ def _check_weights(w: Mapping[str, float], where: str) -> None:
     if not w:
         raise ConfigError(f"{where}: no weights given")
     for k, v in w.items():
-        if not isinstance(v, (int, float)) or v != v or v < 0:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             raise ConfigError(f"{where}: weight of {k!r} is {v!r}; weights must be non-negative numbers")
     total = sum(w.values())
     if abs(total - 1.0) > _TOL:

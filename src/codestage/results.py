@@ -127,6 +127,7 @@ class EvalResults(Record):
     shots: int
     seed: int
     data_dir: str
+    lenient: bool | None = None  # duplicate records scored once (noted) instead of refused
     tasks: dict[str, TaskResult] = Field(default_factory=dict)
 
 
@@ -177,9 +178,14 @@ class Difference(Record):
 
 
 class TaskComparison(Difference):
+    """One task: items paired by `paired_by` (item_hash, or doc_id for older items files); how many
+    were left out as only in A, only in B, or `conflicting` (same question, another answer or id)."""
+
     metric: str
+    paired_by: str | None = None
     only_in_a: int = 0
     only_in_b: int = 0
+    conflicting: int = 0
     pass_at_1: Difference | None = Field(None, alias="pass@1")
     gold_logprob: Difference | None = None
     margin: Difference | None = None
@@ -187,10 +193,14 @@ class TaskComparison(Difference):
 
 
 class Comparison(Record):
-    """Run(s) A against run(s) B, one seed per items file; `unpaired_tasks` are in one side only."""
+    """Run(s) A against run(s) B, one seed per items file; `unpaired_tasks` are in one side only.
+    `common_only`: sides that are not the same items were compared on their common items; `notes`
+    says what was left out (the CLI prints them as warnings)."""
 
     a: str | list[str]
     b: str | list[str]
     seeds: int
+    common_only: bool | None = None
     tasks: dict[str, TaskComparison] = Field(default_factory=dict)
     unpaired_tasks: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)

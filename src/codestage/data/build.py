@@ -31,6 +31,7 @@ from codestage.data.writer import StoreWriter
 from codestage.data.store import dtype_for
 from codestage.errors import DataError
 from codestage.hashing import sha256_file
+from codestage.outputs import STORE, check_output
 
 BATCH_BYTES = 1 << 18
 BATCH_RECORDS = 4096
@@ -168,8 +169,10 @@ def _nothing_kept(spec: BuildSpec, issues: IssueLog, where: str) -> DataError:
 
 def build(paths: Sequence[str | Path], tokenizer: PreTrainedTokenizerBase | str | Path, out: Path, spec: BuildSpec, *,
           base: Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Build the store (or shard `spec.shard`) of `paths` at `out`; return its manifest."""
+    """Build the store (or shard `spec.shard`) of `paths` at `out`; return its manifest. An existing
+    `out` must be a store (it is replaced) or empty; an input inside it or it inside an input is refused."""
     tok_dir = None if isinstance(tokenizer, PreTrainedTokenizerBase) else str(tokenizer)
+    check_output(out, STORE, inputs=[*paths, tok_dir], base=base)
     tok = load_tokenizer(tokenizer) if tok_dir is not None else tokenizer
     files = expand_inputs(paths, base=base)
     index, count = spec.shard
@@ -202,6 +205,7 @@ def build(paths: Sequence[str | Path], tokenizer: PreTrainedTokenizerBase | str 
 def build_from_documents(docs: Iterable[Document], tokenizer: PreTrainedTokenizerBase, out: Path, *, source: str,
                          inputs: list[Path], batch_docs: int = 256, max_docs: int | None = None) -> dict[str, Any]:
     """Serial build from documents already read (no reader, no worker processes)."""
+    check_output(out, STORE, inputs=inputs)
     spec = BuildSpec(source=source, max_docs=max_docs, workers=1)
     dtype = dtype_for(len(tokenizer))
     init_worker(_worker_setup(tokenizer, None, [str(p) for p in inputs] or ["(documents)"], spec, dtype), in_pool=False)

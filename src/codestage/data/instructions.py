@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from codestage.data.sources import expand_paths
 from codestage.errors import DataError
-from codestage.jsonlines import iter_json_lines
+from codestage.jsonlines import MAX_RECORD_CHARS, iter_json_lines, too_long
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,13 @@ class _EmptyAnswer(Exception):
     pass
 
 
+def _bounded(where: str, *texts: str) -> None:
+    """An example over MAX_RECORD_CHARS is an error here, before anything tokenizes it."""
+    size = sum(map(len, texts))
+    if size > MAX_RECORD_CHARS:
+        raise too_long(where, size)
+
+
 def _from_record(obj: Any, source: str, where: str) -> Iterator[Example]:
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -69,6 +76,7 @@ def _from_record(obj: Any, source: str, where: str) -> Iterator[Example]:
             if not isinstance(inst, dict):
                 raise DataError(f"{sub}: expected a JSON object")
             output, given = _field(inst, "output", sub), _field(inst, "input", sub, required=False)
+            _bounded(sub, instruction, given, output)
             if not output.strip():
                 yield _EmptyAnswer(sub)  # only this instance: its siblings still count
                 continue
@@ -76,6 +84,7 @@ def _from_record(obj: Any, source: str, where: str) -> Iterator[Example]:
         return
     output = _field(obj, "output", where, required="response" not in obj) or _field(obj, "response", where, required=False)
     given = _field(obj, "input", where, required=False)  # checked even when the answer is empty
+    _bounded(where, instruction, given, output)
     if not output.strip():
         raise _EmptyAnswer(where)
     yield Example(instruction, given, output, source, where)
@@ -87,7 +96,7 @@ def _records(path: Path) -> Iterator[tuple[Any, str]]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
     if path.suffix == ".jsonl":
-        for lineno, obj in iter_json_lines(text, path):
+        for lineno, obj in iter_json_lines(text, path, max_chars=MAX_RECORD_CHARS):
             yield obj, f"{path}:{lineno}"
         return
     try:

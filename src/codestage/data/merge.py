@@ -20,6 +20,7 @@ from codestage.data.issues import Issue, IssueLog
 from codestage.data.store import TokenStore
 from codestage.data.writer import StoreWriter
 from codestage.errors import DataError
+from codestage.outputs import STORE, check_output
 
 CHUNK_DOCS = 1 << 16
 _SAME = ("source", "tokenizer_sha256", "dtype", "eos_token_id", "text_field", "filters", "dedup", "strict")
@@ -75,9 +76,10 @@ def _runs(keys: list[np.ndarray]) -> Any:
 
 
 def merge(shard_dirs: Sequence[Path | str], out: Path, *, allow_partial: bool = False) -> dict[str, Any]:
-    """Merge shard stores into `out`; return the merged manifest."""
+    """Merge shard stores into `out` (absent, empty or a store, which is replaced); return the merged manifest."""
     if not shard_dirs:
         raise DataError("merge: no shard stores given")
+    check_output(out, STORE, inputs=shard_dirs)
     stores = [TokenStore.open(p) for p in shard_dirs]
     count = _check(stores, allow_partial)
     files = _files(stores)

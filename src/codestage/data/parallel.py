@@ -44,5 +44,25 @@ def ordered_map(
         while pending:
             head, fut = pending.popleft()
             yield head, fut.result()
+    except BaseException:  # Ctrl-C, an error, or the caller closing early: no result in flight is wanted
+        _stop_workers(ex)
+        raise
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(ex: ProcessPoolExecutor) -> None:
+    """End the worker processes now instead of waiting for the batches they hold (seconds each)."""
+    terminate = getattr(ex, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    for proc in list((getattr(ex, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+    # A feeder thread blocked writing a batch to the now dead workers would hang the shutdown: close
+    # the parent's read end of that pipe so the write fails, as CPython does for a broken pool (gh-94777).
+    queue = getattr(ex, "_call_queue", None)
+    reader = getattr(queue, "_reader", None)
+    if reader is not None:
+        reader.close()

@@ -1,9 +1,16 @@
 """Paired comparison of two runs from their items files: per task A - B, its interval and p-value.
 
-Items are paired by (task, doc_id); only items present in both runs count (how many were not
-paired is reported). Accuracy compares per-item correctness; BLEU resamples the per-item BLEU
-statistics and recomputes corpus BLEU for both runs on the same resampled items. The mean
-log-probability of the gold choice is compared too: it moves before accuracy does.
+Items are paired by identity (`eval/identity.py`): the hash of their question and choices, and
+their upstream id where both sides have one, so a reordered file pairs correctly and the same
+comparison comes out. When the two sides are not the same items (another revision of the data,
+another subsample, a changed answer key) `compare` refuses, naming the task and how many items
+differ; `common_only` compares the items both sides share and notes how many were left out.
+Items files written before items carried `item_hash` are paired by position (doc_id), and only
+when both sides hold the same positions with the same gold answers; otherwise re-evaluate.
+
+Accuracy compares per-item correctness; BLEU resamples the per-item BLEU statistics and
+recomputes corpus BLEU for both runs on the same resampled items. The mean log-probability of the
+gold choice is compared too: it moves before accuracy does.
 
 Several seeds: give one items file per seed on each side (seed i of A pairs with seed i of B).
 Each item's value is then its mean over seeds (BLEU: its statistics summed over seeds), so the
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -33,12 +40,12 @@ def _items_path(path: Path | str) -> Path:
     return path
 
 
-def read_items(path: Path | str) -> dict[str, dict[int, dict]]:
-    """task -> doc_id -> item record, from an items.jsonl (or a run directory holding one)."""
+def read_items(path: Path | str) -> dict[str, list[tuple[int, dict]]]:
+    """task -> [(line, item record)] in file order, from an items.jsonl (or a run directory holding one)."""
     path = _items_path(path)
     if not path.is_file():
         raise DataError(f"{path}: items file not found (expected an items.jsonl written by `codestage eval`)")
-    out: dict[str, dict[int, dict]] = {}
+    out: dict[str, list[tuple[int, dict]]] = {}
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         text = raw.decode("utf-8")
@@ -49,8 +56,64 @@ def read_items(path: Path | str) -> dict[str, dict[int, dict]]:
             raise DataError(f"{path}:{lineno}: field 'task' or 'doc_id' missing")
         if "correct" not in rec and "bleu_stats" not in rec:
             raise DataError(f"{path}:{lineno}: field 'correct' (or 'bleu_stats') missing")
-        out.setdefault(rec["task"], {})[rec["doc_id"]] = rec
+        if "item_hash" in rec and not isinstance(rec["item_hash"], str):
+            raise DataError(f"{path}:{lineno}: field 'item_hash' should be a string")
+        out.setdefault(rec["task"], []).append((lineno, rec))
     return out
+
+
+def _keyed(path: Path, task: str, rows: list[tuple[int, dict]], by: str) -> dict[Any, dict]:
+    """One run's items of a task by identity (`item_hash`) or position (`doc_id`); a repeat is an error."""
+    out: dict[Any, dict] = {}
+    first: dict[Any, int] = {}
+    for line, rec in rows:
+        key = rec[by]
+        if key in out:
+            raise DataError(f"{path}:{line}: task {task}: the same item ({by} {key!r}) as line {first[key]}; "
+                            "an items file holds each item once")
+        out[key], first[key] = rec, line
+    return out
+
+
+def _same_item(recs: list[dict]) -> bool:
+    """The records (one per run) agree on the gold answer and, where given, the upstream id."""
+    ids = {r.get("item_id") for r in recs if r.get("item_id") is not None}
+    return len(ids) <= 1 and all(r.get("gold") == recs[0].get("gold") for r in recs)
+
+
+def _pair(task: str, paths_a: list[Path], paths_b: list[Path], rows_a: list[list], rows_b: list[list],
+          common_only: bool) -> tuple[list[dict], list[dict], list, str, dict[str, int], list[str]]:
+    """(side A runs, side B runs keyed alike, the keys to compare, how paired, counts, notes)."""
+    rows = rows_a + rows_b
+    by = "item_hash" if all("item_hash" in r for run in rows for _, r in run) else "doc_id"
+    runs = [_keyed(p, task, run, by) for p, run in zip(paths_a + paths_b, rows)]
+    side_a, side_b = runs[: len(rows_a)], runs[len(rows_a):]
+    in_all = set.intersection(*(set(r) for r in runs))
+    same = {k for k in in_all if _same_item([r[k] for r in runs])}
+    counts = {"only_in_a": len(set().union(*side_a) - in_all), "only_in_b": len(set().union(*side_b) - in_all),
+              "conflicting": len(in_all - same)}
+    differ = sum(counts.values())
+    if by == "doc_id":
+        if differ:
+            raise DataError(
+                f"compare: task {task}: these items files carry no item_hash (written by an older codestage), so items "
+                f"can only be paired by position, and the positions disagree ({counts['only_in_a']} only in A, "
+                f"{counts['only_in_b']} only in B, {counts['conflicting']} with a different gold answer); "
+                "re-evaluate both runs with this codestage")
+        return side_a, side_b, sorted(same), by, counts, [
+            f"{task}: paired by position (items files without item_hash, from an older codestage); the gold answers "
+            "agree item for item"]
+    if differ and not common_only:
+        raise DataError(
+            f"compare: task {task}: the two sides are not the same items: {differ} differ ({counts['only_in_a']} only "
+            f"in A, {counts['only_in_b']} only in B, {counts['conflicting']} with a different answer or id; "
+            f"{len(same)} in common); pass --common-only to compare the common items")
+    notes = []
+    if differ:
+        done = f"compared the {len(same)} items common to both sides" if same else "no items in common: not compared"
+        notes.append(f"{task}: {done}; left out {counts['only_in_a']} only in A, {counts['only_in_b']} only in B, "
+                     f"{counts['conflicting']} with a different answer or id")
+    return side_a, side_b, sorted(same), by, counts, notes
 
 
 def _point(x: np.ndarray, stat) -> float:
@@ -68,24 +131,30 @@ def _per_item(runs: list[dict[int, dict]], ids: list[int], field: str, reduce: s
     return stacked.sum(axis=0) if reduce == "sum" else stacked.mean(axis=0)
 
 
-def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Sequence[Path | str], *, seed: int = 0) -> Comparison:
+def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Sequence[Path | str], *, seed: int = 0,
+            common_only: bool = False) -> Comparison:
     """Per task: n paired items, A's and B's score (percent), A - B with 95% interval and p-value.
-    Each side is one items file (or run folder), or a list of them, one per seed."""
+    Each side is one items file (or run folder), or a list of them, one per seed. Sides that are
+    not the same items are refused (DataError) unless `common_only`; `notes` says what was left out."""
     list_a = [items_a] if isinstance(items_a, (str, Path)) else list(items_a)
     list_b = [items_b] if isinstance(items_b, (str, Path)) else list(items_b)
     if not list_a or len(list_a) != len(list_b):
         raise DataError(f"compare: give the same number of runs on both sides (got {len(list_a)} and {len(list_b)})")
-    runs_a, runs_b = [read_items(p) for p in list_a], [read_items(p) for p in list_b]
-    out: dict = {"a": [str(_items_path(p)) for p in list_a], "b": [str(_items_path(p)) for p in list_b],
-                 "seeds": len(list_a), "tasks": {}}
+    paths_a, paths_b = [_items_path(p) for p in list_a], [_items_path(p) for p in list_b]
+    runs_a, runs_b = [read_items(p) for p in paths_a], [read_items(p) for p in paths_b]
+    out: dict = {"a": [str(p) for p in paths_a], "b": [str(p) for p in paths_b], "seeds": len(list_a),
+                 "common_only": common_only, "tasks": {}, "notes": []}
     if len(list_a) == 1:
         out["a"], out["b"] = out["a"][0], out["b"][0]
     tasks_a = set.intersection(*(set(r) for r in runs_a))
     tasks_b = set.intersection(*(set(r) for r in runs_b))
     out["unpaired_tasks"] = sorted(tasks_a ^ tasks_b)
+    if out["unpaired_tasks"]:
+        out["notes"].append(f"tasks in only one side (not compared): {', '.join(out['unpaired_tasks'])}")
     for task in sorted(tasks_a & tasks_b):
-        side_a, side_b = [r[task] for r in runs_a], [r[task] for r in runs_b]
-        ids = sorted(set.intersection(*(set(r) for r in side_a + side_b)))
+        side_a, side_b, ids, paired_by, counts, notes = _pair(
+            task, paths_a, paths_b, [r[task] for r in runs_a], [r[task] for r in runs_b], common_only)
+        out["notes"] += notes
         if not ids:
             continue
         recs = [r[i] for r in side_a + side_b for i in ids]
@@ -100,8 +169,8 @@ def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Se
             "a": _point(xa, stat),
             "b": _point(xb, stat),
             **_scaled(paired_bootstrap(xa, xb, stat, seed=seed)),
-            "only_in_a": max(len(r) for r in side_a) - len(ids),
-            "only_in_b": max(len(r) for r in side_b) - len(ids),
+            "paired_by": paired_by,
+            **counts,
         }
         if all("passed" in r for r in recs):
             pa, pb = _per_item(side_a, ids, "passed"), _per_item(side_b, ids, "passed")

@@ -20,6 +20,7 @@ from codestage.atomic import write_json, write_text
 from codestage.errors import ConfigError
 from codestage.eval.compare import compare
 from codestage.eval.generation import evaluate_generation_task
+from codestage.eval.identity import with_identity
 from codestage.eval.lmeval_export import export_lm_eval
 from codestage.eval.multiple_choice import evaluate_choice_task
 from codestage.eval.protocols import check_protocol
@@ -28,6 +29,7 @@ from codestage.eval.sandbox import Limits
 from codestage.eval.scoring import Scorer
 from codestage.eval.tasks.base import GenerationTask, Item, MultipleChoiceTask, Task, TaskDataMissing
 from codestage.hashing import sha256_json, sha256_file
+from codestage.outputs import EVAL, check_output
 from codestage.results import EvalResults, TaskResult
 
 __all__ = ["evaluate", "compare", "export_lm_eval", "list_tasks", "load_scorer"]
@@ -116,16 +118,18 @@ def evaluate(
     timeout_s: float = 10.0,
     scorer: Scorer | None = None,
     progress: bool = False,
+    lenient: bool = False,
 ) -> EvalResults:
     """Evaluate a HF causal-LM directory on tasks (task or domain names); write and return results.
 
     `limit` keeps the first N items, `sample` a seeded random N of them (recorded in the result);
     `samples` > 1 adds sampled pass@k for generation tasks. A pre-built `scorer` may be passed to
     reuse a loaded model. With `check_references` (and only generation tasks) no model is needed.
+    Duplicate records in a task file are an error, or with `lenient` scored once and noted.
     """
     proto = check_protocol(protocol)
     names = resolve_tasks(list(tasks))
-    out = Path(out_dir)
+    out = check_output(out_dir, EVAL, inputs=[model_dir, data_dir])
     instances = [get_task(n, data_dir) for n in names]
     needs_model = any(isinstance(t, MultipleChoiceTask) for t in instances) or not check_references
     if scorer is None and needs_model:
@@ -134,12 +138,12 @@ def evaluate(
         scorer = load_scorer(model_dir, device=device, batch_size=batch_size)
     limits = Limits(timeout_s=timeout_s)
     results = EvalResults(model=str(model_dir) if model_dir is not None else None, protocol=proto, shots=shots, seed=seed,
-                          data_dir=str(data_dir) if data_dir is not None else "bundled", tasks={})
+                          data_dir=str(data_dir) if data_dir is not None else "bundled", lenient=lenient, tasks={})
     lines: list[str] = []
     for task in instances:
         started = time.perf_counter()
         try:
-            all_items = task.load()
+            all_items = task.load_items(lenient=lenient)
         except TaskDataMissing as exc:
             results.tasks[task.name] = _missing(task, str(exc), proto, shots)
             continue
@@ -172,7 +176,7 @@ def evaluate(
             "notes": list(getattr(task, "notes", [])),
             "seconds": round(time.perf_counter() - started, 3),
         })
-        lines.extend(json.dumps(r, ensure_ascii=False) for r in records)
+        lines.extend(json.dumps(r, ensure_ascii=False) for r in with_identity(records, items))
     write_text(out / "items.jsonl", "".join(line + "\n" for line in lines))
     write_json(out / "results.json", results.to_json())
     return results

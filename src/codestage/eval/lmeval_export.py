@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from codestage.atomic import write_text
+from codestage.outputs import LMEVAL, LMEVAL_README_HEAD, check_output
 from codestage.eval.protocols import choice_requests, exemplar_order, exemplar_pool, generation_prompt
 from codestage.eval.registry import TASKS, resolve_tasks
 from codestage.eval.tasks.base import ChoiceItem, GenerationTask, MultipleChoiceTask, Task, TaskDataMissing
@@ -174,14 +175,14 @@ def _export_generation(task: GenerationTask, items: list, pool: list, out: Path)
 def export_lm_eval(out_dir: Path | str, *, data_dir: Path | str | None = None, tasks: list[str] | None = None, seed: int = 0) -> list[Path]:
     """Write task YAMLs + data + utils.py for lm-evaluation-harness into `out_dir`; returns the YAML
     paths. Run with: lm_eval --include_path OUT_DIR --tasks codestage_<task> (or the tag codestage)."""
-    out = Path(out_dir).resolve()
+    out = check_output(out_dir, LMEVAL, inputs=[data_dir], option="OUT").resolve()
     names = resolve_tasks(tasks) if tasks else list(TASKS)
     written: list[Path] = []
     skipped: list[str] = []
     for name in names:
         task: Task = TASKS[name](Path(data_dir) if data_dir is not None else None)
         try:
-            items = task.load()
+            items = task.load_items()
         except TaskDataMissing as exc:
             skipped.append(f"{name}: {exc}")
             continue
@@ -192,7 +193,7 @@ def export_lm_eval(out_dir: Path | str, *, data_dir: Path | str | None = None, t
             written += _export_generation(task, items, pool, out)
     write_text(out / "utils.py", UTILS)
     readme = [
-        "# codestage tasks for lm-evaluation-harness",
+        LMEVAL_README_HEAD,
         "",
         "Written by `codestage tasks export-lm-eval`. Run, for example:",
         "",

@@ -308,8 +308,13 @@ def _parse(lines: list[str], n_tests: int) -> tuple[list[str], str, bool, dict]:
     return tests, detail, finished, facts
 
 
-def _collect(proc: subprocess.Popen, fd: int, nonce: str, deadline: float, cap: int) -> tuple[list[str], bool, bool]:
-    """Read the report pipe until the runner exits or the deadline passes.
+class Stopped(Exception):
+    """The batch this run belongs to was interrupted (Ctrl-C): the run was killed, not judged."""
+
+
+def _collect(proc: subprocess.Popen, fd: int, nonce: str, deadline: float, cap: int,
+             stop: threading.Event | None = None) -> tuple[list[str], bool, bool]:
+    """Read the report pipe until the runner exits, the deadline passes or `stop` is set (Stopped).
     Returns (authentic report lines, timed out, flooded)."""
     raw = bytearray()
     flooded = eof = False
@@ -317,6 +322,8 @@ def _collect(proc: subprocess.Popen, fd: int, nonce: str, deadline: float, cap: 
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         while True:
+            if stop is not None and stop.is_set():
+                raise Stopped("interrupted")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = proc.poll() is None
@@ -349,9 +356,11 @@ def _collect(proc: subprocess.Popen, fd: int, nonce: str, deadline: float, cap: 
     return lines, timed_out, flooded
 
 
-def run_program(job: Job, limits: Limits = Limits(), *, contain: Isolation | None = None) -> ExecResult:
+def run_program(job: Job, limits: Limits = Limits(), *, contain: Isolation | None = None,
+                stop: threading.Event | None = None) -> ExecResult:
     """Execute `job.program`, then `job.setup`, then each test, in an isolated child process.
-    `contain` overrides the probed `isolation()` (tests use it to exercise the fallbacks)."""
+    `contain` overrides the probed `isolation()` (tests use it to exercise the fallbacks); setting
+    `stop` kills the child within 50 ms and raises Stopped (how an interrupted batch ends at once)."""
     iso = contain if contain is not None else isolation()
     run_id, nonce = secrets.token_hex(8), secrets.token_hex(16)
     uid = _claim_uid() if iso.drop_uid else None
@@ -410,7 +419,7 @@ def run_program(job: Job, limits: Limits = Limits(), *, contain: Isolation | Non
                 except OSError:
                     pass  # the child died before reading its spec: reported below
                 cap = 8192 + 512 * (len(job.tests) + 8)
-                lines, timed_out, flooded = _collect(proc, read_fd, nonce, time.monotonic() + limits.timeout_s, cap)
+                lines, timed_out, flooded = _collect(proc, read_fd, nonce, time.monotonic() + limits.timeout_s, cap, stop)
             finally:
                 _kill_group(proc)
                 # Also after a PID namespace: its init is dead, but its members die asynchronously.
@@ -467,9 +476,17 @@ def _death(returncode: int | None, output: str) -> str:
 def run_many(
     jobs: Sequence[Job], limits: Limits = Limits(), workers: int | None = None, *, contain: Isolation | None = None
 ) -> list[ExecResult]:
-    """`run_program` over many jobs in parallel (one process each), results in job order."""
+    """`run_program` over many jobs in parallel (one process each), results in job order. When the
+    caller is interrupted (Ctrl-C), queued jobs never start and running ones are killed at once."""
     if not jobs:
         return []
     workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda j: run_program(j, limits, contain=contain), jobs))
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        return list(pool.map(lambda j: run_program(j, limits, contain=contain, stop=stop), jobs))
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

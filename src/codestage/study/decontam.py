@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from codestage.atomic import atomic_dir, write_json
+from codestage.outputs import DROP_OUT, check_output
 from codestage.data.issues import IssueLog
 from codestage.data.parallel import ordered_map
 
@@ -255,6 +256,9 @@ def decontaminate(sets: Sequence[TrainingSet], tasks: Sequence[str], *, data_dir
                   index: EvalIndex | None = None) -> dict[str, Any]:
     """The contamination report of `sets` against `tasks`; with `drop_out`, clean copies are written there
     (pretraining sources as `NAME.jsonl.gz`, instruction sets as `NAME.jsonl`) with `decontam.json`."""
+    if drop_out is not None:
+        check_output(drop_out, DROP_OUT, inputs=[*(p for ts in sets for p in ts.paths), data_dir], base=base,
+                     option="--drop-out")
     index = index or build_index(tasks, data_dir, n)
     report: dict[str, Any] = {"n": index.n, "tasks": index.tasks, "sources": {}}
     if drop_out is None:

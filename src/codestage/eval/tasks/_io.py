@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from codestage.errors import DataError
-from codestage.jsonlines import iter_json_lines
+from codestage.jsonlines import MAX_RECORD_CHARS, iter_json_lines, too_long
+
+MAX_FILE_BYTES = 1 << 30  # an evaluation file is read whole; the largest upstream one is ~40 MB
 
 
 def where(path: Path, line: int | None) -> str:
@@ -23,6 +25,8 @@ def where(path: Path, line: int | None) -> str:
 
 def _read_text(path: Path) -> str:
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise DataError(f"{path}: {path.stat().st_size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit for an evaluation file")
         return path.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM (Excel's CSVs) is not data
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
@@ -31,8 +35,8 @@ def _read_text(path: Path) -> str:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; a bad line is a DataError naming it."""
-    for lineno, obj in iter_json_lines(_read_text(path), path):
+    """(line number, object) for each non-blank line; a bad or oversized line is a DataError naming it."""
+    for lineno, obj in iter_json_lines(_read_text(path), path, max_chars=MAX_RECORD_CHARS):
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
@@ -81,6 +85,8 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
             obj, end = dec.raw_decode(text, pos)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise _decode_error(path, text, exc, pos, "a value") from None
+        if end - pos > MAX_RECORD_CHARS:
+            raise too_long(f"{path}:{lines.at(pos)}", end - pos)
         yield lines.at(pos), obj
         pos = _skip_ws(text, end)
         if text.startswith(",", pos):
@@ -118,6 +124,8 @@ def iter_json_object(path: Path) -> Iterator[tuple[int, str, Any]]:
             value, end = dec.raw_decode(text, pos)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise _decode_error(path, text, exc, pos, "a value") from None
+        if end - pos > MAX_RECORD_CHARS:
+            raise too_long(f"{path}:{line}", end - pos)
         yield line, key, value
         pos = _skip_ws(text, end)
         if text.startswith(",", pos):

@@ -94,6 +94,15 @@ class Task(ABC):
     def load(self) -> list[Item]:
         """All evaluation items in upstream document order (doc_id = index)."""
 
+    def load_items(self, *, lenient: bool = False) -> list[Item]:
+        """The evaluated items: `load` with duplicate records refused (naming both lines), or with
+        `lenient`, exact duplicates scored once and counted in `notes` (`eval/identity.py`)."""
+        from codestage.eval.identity import drop_duplicates
+
+        items, notes = drop_duplicates(self.load(), self.files()[0], lenient=lenient)
+        self.notes = [*getattr(self, "notes", []), *notes]
+        return items
+
     @abstractmethod
     def files(self) -> list[Path]:
         """The upstream files `load` reads (hashed into results for traceability)."""

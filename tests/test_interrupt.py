@@ -1,0 +1,176 @@
+"""Ctrl-C: real commands in real subprocesses get real SIGINTs.
+
+The first Ctrl-C stops a command within seconds, with exit status 130, and leaves its outputs as
+they were (the previous results or store, byte for byte, and no temporary folder); sandboxed
+programs and worker processes do not outlive it. A second Ctrl-C ends a command even while its
+main thread is inside one long tokenizer call, where Python runs no signal handler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from codestage.resources import bundled
+
+pytestmark = pytest.mark.slow  # each test starts codestage two or three times (imports: ~5 s each)
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "TMPDIR": str(tmp)}
+
+
+def _codestage(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
+    # a session of its own: the test signals exactly the processes a terminal's Ctrl-C would reach
+    return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "codestage.cli", *args], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _wait_until(pred: Callable[[], bool], timeout: float, proc: subprocess.Popen) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if proc.poll() is not None:
+            raise AssertionError(f"the command ended before the test could interrupt it:\n{proc.stdout.read()[-2000:]}")
+        if time.monotonic() > end:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("the command never reached the point to interrupt")
+        time.sleep(0.05)
+
+
+def _ended_within(proc: subprocess.Popen, seconds: float) -> tuple[int, float, str]:
+    start = time.monotonic()
+    try:
+        out, _ = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)  # faulthandler: where every thread is
+        time.sleep(1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"still running {seconds} s after Ctrl-C:\n{out[-6000:]}") from None
+    return proc.returncode, time.monotonic() - start, out
+
+
+def _group_members(pgid: int, wait: float = 3.0) -> list[str]:
+    """Command lines of the processes still in group `pgid` after up to `wait` seconds."""
+    end = time.monotonic() + wait
+    while True:
+        members = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    members.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+            except (OSError, IndexError, ValueError):
+                continue
+        if not members or time.monotonic() > end:
+            return members
+        time.sleep(0.1)
+
+
+def _processes_with_tmpdir(tmp: Path) -> list[int]:
+    """Live processes whose TMPDIR lies under `tmp` (the sandboxed programs of this test)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(v.startswith(f"TMPDIR={tmp}".encode()) for v in env.split(b"\0")):
+            found.append(int(entry.name))
+    return found
+
+
+def _mbpp(folder: Path, body: str, n: int) -> Path:
+    (folder / "mbpp").mkdir(parents=True, exist_ok=True)
+    rows = [{"text": f"Return x ({i}).", "code": f"def f(x):\n{body}    return x\n", "task_id": 11 + i,
+             "test_setup_code": "", "test_list": ["assert f(1) == 1"], "challenge_test_list": []} for i in range(n)]
+    (folder / "mbpp" / "mbpp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_ctrl_c_stops_sandboxed_programs_at_once_and_keeps_the_previous_results(tmp_path: Path) -> None:
+    env, out = _env(tmp_path), tmp_path / "eval"
+    quick = _mbpp(tmp_path / "quick", "", 2)
+    done = _codestage(["eval", "--tasks", "mbpp", "--check-references", "--data-dir", str(quick), "--out", str(out), "--quiet"], env)
+    code, _, log = _ended_within(done, 120)
+    assert code == 0, log[-2000:]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    # eight programs that each sleep a minute: without the fix the command waited for all of them (4 minutes)
+    slow = _mbpp(tmp_path / "slow", "    import time\n    time.sleep(60)\n", 8)
+    proc = _codestage(["eval", "--tasks", "mbpp", "--check-references", "--data-dir", str(slow), "--out", str(out),
+                       "--timeout", "120", "--quiet"], env)
+    _wait_until(lambda: any(tmp_path.glob("codestage-sandbox-*")), 120, proc)
+    time.sleep(0.5)  # the programs are running
+    os.kill(proc.pid, signal.SIGINT)
+    code, seconds, log = _ended_within(proc, 20)
+    assert code == 130 and "interrupted" in log, log[-2000:]
+    assert seconds < 10, seconds
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous results, byte for byte
+    assert not list(tmp_path.glob("codestage-sandbox-*")) and not _processes_with_tmpdir(tmp_path)
+
+
+def _corpus(path: Path, megabytes: float, *, doc_chars: int | None = None) -> Path:
+    """The bundled English corpus repeated to about `megabytes`, or cut into documents of `doc_chars`."""
+    import gzip
+
+    with gzip.open(bundled("corpora", "nl_en.jsonl.gz"), "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    if doc_chars is not None:
+        text = " ".join(texts)
+        texts = [(text * (doc_chars // len(text) + 1))[:doc_chars]]
+    block = "".join(json.dumps({"text": t}) + "\n" for t in texts)
+    path.write_text(block * max(1, round(megabytes * 1e6 / len(block))), encoding="utf-8")
+    return path
+
+
+def test_ctrl_c_stops_a_parallel_build_and_keeps_the_previous_store(tmp_path: Path, tokenizer_dir: Path) -> None:
+    env, store = _env(tmp_path), tmp_path / "store"
+    small = _corpus(tmp_path / "small.jsonl", 0.2)
+    done = _codestage(["data", "build", str(small), "--tokenizer", str(tokenizer_dir), "--out", str(store), "--workers", "1"], env)
+    code, _, log = _ended_within(done, 120)
+    assert code == 0, log[-2000:]
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+
+    big = _corpus(tmp_path / "big.jsonl", 60)  # about a minute of tokenizing on 2 workers
+    proc = _codestage(["data", "build", str(big), "--tokenizer", str(tokenizer_dir), "--out", str(store), "--workers", "2"], env)
+    _wait_until(lambda: any((p / "tokens.bin").is_file() and (p / "tokens.bin").stat().st_size > 0
+                            for p in tmp_path.glob(".store.*.tmp")), 120, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    code, seconds, log = _ended_within(proc, 20)
+    assert code == 130 and "interrupted" in log, log[-2000:]
+    assert seconds < 10, seconds
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before
+    assert not list(tmp_path.glob(".store.*"))  # no temporary store left
+    assert _group_members(proc.pid) == []  # no worker process outlives the command
+
+
+def test_a_second_ctrl_c_ends_a_command_stuck_in_the_tokenizer(tmp_path: Path, tokenizer_dir: Path) -> None:
+    """Inline (one worker), documents of 4 MB: one tokenizer call takes seconds and holds the main
+    thread in native code, so the first Ctrl-C waits for it; the second must not."""
+    env = _env(tmp_path)
+    huge = _corpus(tmp_path / "huge.jsonl", 12, doc_chars=4_000_000)
+    proc = _codestage(["data", "build", str(huge), "--tokenizer", str(tokenizer_dir), "--out", str(tmp_path / "store"),
+                       "--workers", "1"], env)
+    _wait_until(lambda: any(tmp_path.glob(".store.*.tmp")), 120, proc)
+    time.sleep(1.5)  # inside the first document's tokenization
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGINT)
+    code, seconds, log = _ended_within(proc, 20)
+    assert code in (130, -signal.SIGINT), log[-2000:]
+    assert seconds < 2, seconds
+    assert not (tmp_path / "store").exists()
