@@ -1,7 +1,8 @@
 """Paired comparison of two runs from their items files: per task A - B, its interval and p-value.
 
 Items are paired by (task, doc_id); only items present in both runs count (how many were not
-paired is reported). Accuracy compares per-item correctness; BLEU resamples the per-item BLEU
+paired is reported). A task whose items came from different splits in A and B (E-KAR: test in
+one run, validation in the other) is not compared: its doc_ids name different items. Accuracy compares per-item correctness; BLEU resamples the per-item BLEU
 statistics and recomputes corpus BLEU for both runs on the same resampled items. The mean
 log-probability of the gold choice is compared too: it moves before accuracy does.
 
@@ -67,6 +68,11 @@ def _per_item(runs: list[dict[int, dict]], ids: list[int], field: str, reduce: s
     return stacked.sum(axis=0) if reduce == "sum" else stacked.mean(axis=0)
 
 
+def _splits(runs: list[dict[int, dict]]) -> set[str]:
+    """The splits the item records of one side name (items files written before splits were recorded name none)."""
+    return {rec["split"] for run in runs for rec in run.values() if rec.get("split")}
+
+
 def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Sequence[Path | str], *, seed: int = 0) -> dict:
     """Per task: n paired items, A's and B's score (percent), A - B with 95% interval and p-value.
     Each side is one items file (or run folder), or a list of them, one per seed."""
@@ -82,8 +88,13 @@ def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Se
     tasks_a = set.intersection(*(set(r) for r in runs_a))
     tasks_b = set.intersection(*(set(r) for r in runs_b))
     out["unpaired_tasks"] = sorted(tasks_a ^ tasks_b)
+    out["split_mismatch"] = {}
     for task in sorted(tasks_a & tasks_b):
         side_a, side_b = [r[task] for r in runs_a], [r[task] for r in runs_b]
+        splits_a, splits_b = _splits(side_a), _splits(side_b)
+        if len(splits_a | splits_b) > 1:
+            out["split_mismatch"][task] = {"a": sorted(splits_a), "b": sorted(splits_b)}
+            continue
         ids = sorted(set.intersection(*(set(r) for r in side_a + side_b)))
         if not ids:
             continue
@@ -95,6 +106,7 @@ def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Se
         xa, xb = _per_item(side_a, ids, field, reduce), _per_item(side_b, ids, field, reduce)
         entry = {
             "metric": metric,
+            "split": next(iter(splits_a | splits_b), None),
             "n": len(ids),
             "a": _point(xa, stat),
             "b": _point(xb, stat),

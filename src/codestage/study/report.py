@@ -56,7 +56,7 @@ def _domain_cells(eval_results: Mapping[str, Any]) -> tuple[dict[str, dict[str, 
 
 def _cell_json(task: Mapping[str, Any]) -> dict[str, Any]:
     keep = ("task", "metric", "value", "n", "ci95", "missing", "subsample", "chance", "protocol", "shots",
-            "gold_logprob", "margin", "pass@1", "bits_per_byte")
+            "split", "split_n", "paper_split", "paper_n", "split_note", "gold_logprob", "margin", "pass@1", "bits_per_byte")
     return {k: task[k] for k in keep if k in task}
 
 
@@ -71,6 +71,17 @@ def _fmt(task: Mapping[str, Any] | None) -> str:
 
 def _paper_fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
+
+
+def _split_notes(results: Mapping[str, Any], names: list[str]) -> dict[str, list[str]]:
+    """domain -> the distinct split notes ("validation, n=100 of 165; the paper's test n=335") of these runs' cells."""
+    notes: dict[str, list[str]] = {}
+    for name in names:
+        for d, cell in results["runs"][name]["tasks"].items():
+            note = cell.get("split_note") or (f"n={cell['n']}" if cell.get("value") is not None else None)
+            if note and note not in notes.setdefault(d, []):
+                notes[d].append(note)
+    return notes
 
 
 def build_results(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,7 +197,7 @@ def plot_scores(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str
     names = [n for n, r in results["runs"].items() if r["stage"] == stage]
     if not names:
         return False
-    fig, ax = plt.subplots(figsize=(12, 4.2))
+    fig, ax = plt.subplots(figsize=(12, 4.8))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         xs, ys, lo, hi, px, py = [], [], [], [], [], []
@@ -206,7 +217,7 @@ def plot_scores(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str
         if px:
             ax.scatter(px, py, marker="x", color=bars.patches[0].get_facecolor() if bars.patches else None,
                        s=40, zorder=3, label=f"{name} (paper)")
-    ax.set_xticks(range(len(DOMAINS)), [DOMAIN_LABELS[d] for d in DOMAINS])
+    ax.set_xticks(range(len(DOMAINS)), [_tick(d, names, results) for d in DOMAINS], fontsize=8)
     ax.set_ylabel("accuracy % / BLEU x100")
     ax.set_title(TITLES[stage])
     ax.grid(axis="y", alpha=0.3)
@@ -217,15 +228,35 @@ def plot_scores(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str
     return True
 
 
+def _tick(domain: str, names: list[str], results: Mapping[str, Any]) -> str:
+    """A plot's domain label with the split and n its bars come from, and the paper's where it differs."""
+    cell = next((c for n in names if (c := results["runs"][n]["tasks"].get(domain)) and c.get("split")), None)
+    if cell is None:
+        return DOMAIN_LABELS[domain]
+    label = f"{DOMAIN_LABELS[domain]}\n{cell['split']}, n={cell['n']}"
+    if cell.get("paper_split") and (cell.get("paper_split"), cell.get("paper_n")) != (cell["split"], cell.get("split_n")):
+        label += f"\n(paper: {cell['paper_split']}" + (f", n={cell['paper_n']})" if cell.get("paper_n") else ")")
+    return label
+
+
 def _table(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str) -> list[str]:
     names = [n for n, r in results["runs"].items() if r["stage"] == stage]
     if not names:
         return []
     head = "| run | " + " | ".join(DOMAIN_LABELS[d] for d in DOMAINS) + " |"
-    lines = [f"### {TITLES[stage]}", "", head, "|" + "---|" * (len(DOMAINS) + 1)]
+    notes = _split_notes(results, names)
+    lines = [f"### {TITLES[stage]}", "", head, "|" + "---|" * (len(DOMAINS) + 1),
+             "| *split, n* | " + " | ".join(notes[d][0] if len(notes.get(d, [])) == 1 else
+                                          ("differs per run (in the cells)" if notes.get(d) else "") for d in DOMAINS) + " |"]
     for name in names:
         run = results["runs"][name]
-        lines.append(f"| **{name}** (ours) | " + " | ".join(_fmt(run["tasks"].get(d)) for d in DOMAINS) + " |")
+
+        def cell(d: str) -> str:
+            c = run["tasks"].get(d)
+            text = _fmt(c)
+            return f"{text} ({c.get('split_note')})" if c and len(notes.get(d, [])) > 1 and c.get("split_note") else text
+
+        lines.append(f"| **{name}** (ours) | " + " | ".join(cell(d) for d in DOMAINS) + " |")
         pv = paper.get("tables", {}).get(stage, {}).get(name)
         if pv is not None:
             lines.append(f"| {name} (paper) | " + " | ".join(_paper_fmt(pv.get(d)) for d in DOMAINS) + " |")
@@ -260,7 +291,8 @@ def _notes(results: Mapping[str, Any]) -> list[str]:
     for run in results["runs"].values():
         for domain, cell in run["tasks"].items():
             seen.setdefault(domain, cell)
-    lines = ["## Evaluation sets", "", "| domain | task | metric | n | subsample | chance | protocol |", "|---|---|---|---|---|---|---|"]
+    lines = ["## Evaluation sets", "", "| domain | task | metric | split and n (the paper's) | subsample | chance | protocol |",
+             "|---|---|---|---|---|---|---|"]
     for domain in DOMAINS:
         c = seen.get(domain)
         if c is None:
@@ -271,7 +303,7 @@ def _notes(results: Mapping[str, Any]) -> list[str]:
         if c.get("value") is None:
             sub_txt = f"missing: {c.get('missing')}"
         chance = c.get("chance")
-        lines.append(f"| {DOMAIN_LABELS[domain]} | {c.get('task')} | {c.get('metric')} | {c.get('n')} | {sub_txt} | "
+        lines.append(f"| {DOMAIN_LABELS[domain]} | {c.get('task')} | {c.get('metric')} | {c.get('split_note') or c.get('n')} | {sub_txt} | "
                      f"{'' if chance is None else f'{chance:.1f}'} | {c.get('protocol', '')} |")
     return lines + [""]
 
@@ -290,7 +322,8 @@ def write_report(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any
 
     md = [f"# codestage report: {config.get('name', 'study')}", "",
           "Each cell: our score [95% bootstrap interval] and the number of items n; accuracy in %, code generation is "
-          "smoothed corpus BLEU-4 x 100. The paper's published numbers (PanGu-alpha 2.6B; "
+          "smoothed corpus BLEU-4 x 100. The row *split, n* under each header names the split every column's items come "
+          "from, beside the paper's (E-KAR: validation unless test.json with its answers is given). The paper's published numbers (PanGu-alpha 2.6B; "
           "`reported_results.json`) sit in the row below ours. Our models are far smaller than the paper's, so read the "
           "*differences between runs* against their intervals, not the absolute levels.", ""]
     for stage in STAGES:
@@ -304,8 +337,8 @@ def write_report(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any
     md += _mixture_lines(runs)
     other = {n: r["other_tasks"] for n, r in results["runs"].items() if r["other_tasks"]}
     if other:
-        md += ["## Other evaluated tasks", "", "| run | task | value |", "|---|---|---|"]
-        md += [f"| {n} | {t} | {_fmt(c)} |" for n, ts in other.items() for t, c in ts.items()] + [""]
+        md += ["## Other evaluated tasks", "", "| run | task | value | split and n (the paper's) |", "|---|---|---|---|"]
+        md += [f"| {n} | {t} | {_fmt(c)} | {c.get('split_note', '')} |" for n, ts in other.items() for t, c in ts.items()] + [""]
     if timings:
         md += ["## Steps", "", "| step | seconds |", "|---|---|"]
         for name, t in timings.items():
