@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from codestage.model import model_config
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from gpt2_peer import gpt2_like  # noqa: E402
 
 
+@pytest.mark.slow  # > 5 s
 def test_gpt2_peer_matches_the_preset_size_and_learns():
     conf = model_config("125m", 50257, eos_token_id=0, pad_token_id=0)
     with torch.device("meta"):

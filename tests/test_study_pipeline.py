@@ -14,6 +14,8 @@ from codestage.resources import DATA_DIR
 from codestage.study.report import write_report
 from codestage.study.runner import Study
 
+pytestmark = pytest.mark.slow  # the whole study, every stage, about a minute
+
 RUNS = ["NL", "CODE", "NN", "NC", "CC", "uniform", "stepwise_increase", "stepwise_decrease"]
 DOMAINS = ["logic", "legal", "scientific", "analogical", "code_reasoning", "code_generation"]
 
