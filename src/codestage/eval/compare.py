@@ -2,9 +2,10 @@
 
 Items are paired by (task, doc_id); only items present in both runs count (how many were not
 paired is reported). A task whose items came from different splits in A and B (E-KAR: test in
-one run, validation in the other) is not compared: its doc_ids name different items. Accuracy compares per-item correctness; BLEU resamples the per-item BLEU
-statistics and recomputes corpus BLEU for both runs on the same resampled items. The mean
-log-probability of the gold choice is compared too: it moves before accuracy does.
+one run, validation in the other) is not compared: its doc_ids name different items. Accuracy
+compares per-item correctness; BLEU resamples the per-item BLEU statistics and recomputes corpus
+BLEU for both runs on the same resampled items. The mean log-probability of the gold choice is
+compared too: it moves before accuracy does.
 
 Several seeds: give one items file per seed on each side (seed i of A pairs with seed i of B).
 Each item's value is then its mean over seeds (BLEU: its statistics summed over seeds), so the

@@ -245,18 +245,15 @@ def _table(results: Mapping[str, Any], paper: Mapping[str, Any], stage: str) -> 
         return []
     head = "| run | " + " | ".join(DOMAIN_LABELS[d] for d in DOMAINS) + " |"
     notes = _split_notes(results, names)
+    mixed = {d for d in DOMAINS if len(notes.get(d, [])) > 1}  # runs on different splits: each cell names its own
     lines = [f"### {TITLES[stage]}", "", head, "|" + "---|" * (len(DOMAINS) + 1),
-             "| *split, n* | " + " | ".join(notes[d][0] if len(notes.get(d, [])) == 1 else
-                                          ("differs per run (in the cells)" if notes.get(d) else "") for d in DOMAINS) + " |"]
+             "| *split, n* | " + " | ".join("differs per run (in the cells)" if d in mixed else (notes.get(d) or [""])[0]
+                                          for d in DOMAINS) + " |"]
     for name in names:
-        run = results["runs"][name]
-
-        def cell(d: str) -> str:
-            c = run["tasks"].get(d)
-            text = _fmt(c)
-            return f"{text} ({c.get('split_note')})" if c and len(notes.get(d, [])) > 1 and c.get("split_note") else text
-
-        lines.append(f"| **{name}** (ours) | " + " | ".join(cell(d) for d in DOMAINS) + " |")
+        cells = results["runs"][name]["tasks"]
+        lines.append(f"| **{name}** (ours) | " + " | ".join(
+            _fmt(cells.get(d)) + (f" ({cells[d]['split_note']})" if d in mixed and cells.get(d, {}).get("split_note") else "")
+            for d in DOMAINS) + " |")
         pv = paper.get("tables", {}).get(stage, {}).get(name)
         if pv is not None:
             lines.append(f"| {name} (paper) | " + " | ".join(_paper_fmt(pv.get(d)) for d in DOMAINS) + " |")
@@ -322,9 +319,9 @@ def write_report(runs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any
 
     md = [f"# codestage report: {config.get('name', 'study')}", "",
           "Each cell: our score [95% bootstrap interval] and the number of items n; accuracy in %, code generation is "
-          "smoothed corpus BLEU-4 x 100. The row *split, n* under each header names the split every column's items come "
-          "from, beside the paper's (E-KAR: validation unless test.json with its answers is given). The paper's published numbers (PanGu-alpha 2.6B; "
-          "`reported_results.json`) sit in the row below ours. Our models are far smaller than the paper's, so read the "
+          "smoothed corpus BLEU-4 x 100. The row *split, n* under each header names the split every column's items "
+          "come from, beside the paper's (E-KAR: validation unless test.json with its answers is given). The paper's "
+          "published numbers (PanGu-alpha 2.6B; `reported_results.json`) sit in the row below ours. Our models are far smaller than the paper's, so read the "
           "*differences between runs* against their intervals, not the absolute levels.", ""]
     for stage in STAGES:
         md += _table(results, paper, stage)
