@@ -1,5 +1,6 @@
-# The README's two commands. Both set up .venv first (scripts/setup.sh is idempotent).
-.PHONY: setup demo test
+# The README's commands. Each sets up .venv first (scripts/setup.sh is idempotent).
+# pytest's own -q (pyproject addopts) keeps its count line ("N passed, ..."); a second -q would hide it.
+.PHONY: setup demo test test-fast
 
 setup:
 	./scripts/setup.sh
@@ -8,4 +9,7 @@ demo: setup
 	.venv/bin/codestage demo --out runs/demo
 
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest
+
+test-fast: setup
+	.venv/bin/python -m pytest -m "not slow"

@@ -37,7 +37,7 @@ import numpy as np
 
 from codestage.eval.harness import evaluate, export_lm_eval
 
-DEFAULT_TASKS = "ceval_logic,logiqa_en,logiqa_zh,jecqa_kd,scienceqa,cosqa"
+DEFAULT_TASKS = "ceval_logic,logiqa_en,logiqa_zh,jecqa_kd,scienceqa,ekar_zh,cosqa"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 

@@ -72,6 +72,39 @@ def slice_scienceqa(src: Path, dst: Path) -> None:
     print(f"{dst}: {len(test)} test + {len(train)} train problems")
 
 
+def _seeded_lines(path: Path, k: int, salt: str) -> list[str]:
+    """A seeded k of a JSON-lines file's records, each line byte for byte, in file order."""
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines(keepends=True) if ln.strip()]
+    keep = sorted(random.Random(f"{SEED}:{salt}").sample(range(len(lines)), k))
+    return [lines[i] for i in keep]
+
+
+EKAR_VALIDATION, EKAR_TRAIN = 100, 40
+
+
+def slice_ekar(src: Path, dst: Path) -> None:
+    """100 of the 165 validation records (the labelled split the demo evaluates) and 40 train records
+    (k-shot exemplars). The test split is blind in this release, so nothing test-like is bundled."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, k in (("validation.json", EKAR_VALIDATION), ("train.json", EKAR_TRAIN)):
+        (dst / name).write_text("".join(_seeded_lines(src / name, k, name)), encoding="utf-8")
+    upstream = (src / "SOURCE.md").read_text(encoding="utf-8")
+    (dst / "SOURCE.md").write_text(
+        "# E-KAR Chinese: bundled slice\n\n"
+        f"A seeded slice (seed {SEED}, `scripts/make_bundle.py`) of the staged E-KAR Chinese v1.0 files:\n"
+        f"`validation.json` holds {EKAR_VALIDATION} of the 165 validation records and `train.json` {EKAR_TRAIN} of\n"
+        "the 1155 train records (few-shot exemplars), each line unchanged, in file order. No test data\n"
+        "(the release's test files are blind), so `ekar_zh` evaluates this validation slice.\n\n"
+        "Licence: Academic Free License 3.0 (afl-3.0), as declared on the dataset card of the Hugging Face\n"
+        "dataset jiangjiechen/ekar_chinese. Chen et al., \"E-KAR: A Benchmark for Rationalizing Natural\n"
+        "Language Analogical Reasoning\", Findings of ACL 2022.\n\n"
+        "The staged copy's notice follows (its file table describes the full staged files).\n\n"
+        + "\n".join("> " + ln if ln else ">" for ln in upstream.splitlines()) + "\n",
+        encoding="utf-8",
+    )
+    print(f"{dst}: {EKAR_VALIDATION} validation + {EKAR_TRAIN} train records")
+
+
 def main(root: Path) -> None:
     if DEST.exists():
         shutil.rmtree(DEST)
@@ -99,6 +132,7 @@ def main(root: Path) -> None:
     ]:
         copy(ev / rel, DEST / "eval" / rel)
     slice_scienceqa(ev / "scienceqa", DEST / "eval" / "scienceqa")
+    slice_ekar(ev / "ekar_chinese", DEST / "eval" / "ekar_chinese")
     copy(root.parent / "paper" / "reported_results.json", DEST / "paper" / "reported_results.json")
     (DEST / "README.md").write_text(
         "# Bundled data slice\n\n"
@@ -107,7 +141,10 @@ def main(root: Path) -> None:
         "licence notice; `corpora/SOURCES.md` is the attribution notice for the corpus slices\n"
         "(documents keep `meta.license`). Long documents are cut at a paragraph boundary\n"
         f"({MAX_DOC_CHARS:,} characters; `meta.truncated`). ScienceQA: the test problems of the\n"
-        "partial upstream file and 40 text-only train problems for few-shot exemplars.\n",
+        "partial upstream file and 40 text-only train problems for few-shot exemplars. E-KAR Chinese:\n"
+        f"a seeded {EKAR_VALIDATION} of the 165 validation records and {EKAR_TRAIN} train records for exemplars\n"
+        "(licence AFL-3.0, see `eval/ekar_chinese/SOURCE.md`); its test split is blind in the staged\n"
+        "release and is not bundled, so the demo's analogical cells are on validation.\n",
         encoding="utf-8",
     )
 

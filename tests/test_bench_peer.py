@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from codestage.model import model_config
@@ -10,6 +11,7 @@ from codestage.train.estimate import planned_parameters
 from gpt2_peer import gpt2_like  # bench/gpt2_peer.py (tests/conftest.py puts bench/ on the path)
 
 
+@pytest.mark.slow  # > 5 s
 def test_gpt2_peer_matches_the_preset_size_and_learns():
     conf = model_config("125m", 50257, eos_token_id=0, pad_token_id=0)
     with torch.device("meta"):

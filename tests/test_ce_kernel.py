@@ -11,6 +11,8 @@ import torch
 
 from codestage.train.fused_ce import _loss_and_grad
 
+pytestmark = pytest.mark.slow  # the kernel runs under Triton's CPU interpreter
+
 pytest.importorskip("triton")
 
 VOCAB, COLS = 5000, 5120  # 120 padding columns, as `_padded` leaves them

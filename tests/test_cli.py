@@ -159,3 +159,13 @@ def test_eval_and_compare_on_a_model(tmp_path, monkeypatch, capsys, micro_model_
     assert cmp2["seeds"] == 2 and cmp2["tasks"]["cosqa"]["diff"] == 0.0 and cmp2["tasks"]["cosqa"]["n"] == 6
     code, msg = run_cli(monkeypatch, capsys, "compare", two, str(tmp_path / "a"))
     assert code == 2 and "same number of runs" in msg
+
+
+def test_tasks_list_names_the_split_each_task_would_evaluate(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, msg = run_cli(monkeypatch, capsys, "tasks", "list")
+    assert code == 0, msg
+    assert "ekar_zh * │ analogical │ accuracy │ validation │ 100 │ test, n=335 │ present" in msg
+    assert "scienceqa * │ scientific │ accuracy │ test, text-only │ 194 │ test, n not stated │ present" in msg
+    code, msg = run_cli(monkeypatch, capsys, "tasks", "list", "--data-dir", str(tmp_path))
+    assert code == 0 and "ekar_zh * │ analogical │ accuracy │ — │ │ test, n=335 │ missing" in msg

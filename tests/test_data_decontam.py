@@ -81,8 +81,8 @@ def test_drop_out_writes_clean_copies_that_check_clean(planted, tmp_path) -> Non
     assert contamination_summary(out / "decontam.json")["sources"]["code"]["dropped"] == 1
 
 
-def test_absent_task_is_reported_not_invented(planted) -> None:
-    index = build_index(["analogical"], None)
+def test_absent_task_is_reported_not_invented(planted, tmp_path) -> None:
+    index = build_index(["analogical"], tmp_path)  # a data folder without E-KAR
     assert index.tasks["ekar_zh"]["absent"] and index.tasks["ekar_zh"]["items"] == 0
     summary = contamination_summary(decontaminate(planted["sets"][:1], [], index=index))
     assert summary["tasks"]["ekar_zh"]["share_touched"] is None and summary["tasks"]["ekar_zh"]["absent"]

@@ -33,11 +33,15 @@ def test_results_file_has_every_task(paper_run: Path) -> None:
     assert res["protocol"] == "paper" and res["shots"] == 0 and res["seed"] == 1
     tasks = res["tasks"]
     assert set(tasks) == {"ceval_logic", "logiqa_en", "logiqa_zh", "jecqa_kd", "scienceqa", "ekar_zh", "cosqa", "mbpp_sanitized", "mbpp"}
-    ekar = tasks["ekar_zh"]
-    assert ekar["value"] is None and ekar["n"] == 0 and ekar["ci95"] is None and "not present" in ekar["missing"]
+    ekar = tasks["ekar_zh"]  # the bundled slice: validation records only
+    assert (ekar["split"], ekar["split_source"], ekar["split_n"], ekar["paper_split"], ekar["paper_n"]) == \
+        ("validation", "validation.json", 100, "test", 335)
+    assert ekar["split_note"] == "validation, n=6 of 100; the paper's test n=335"
+    assert set(ekar["files"]) == {"ekar_chinese/validation.json", "ekar_chinese/train.json"}
+    assert tasks["ceval_logic"]["split_note"] == "validation, n=6 of 22 (the paper's set)"
+    assert tasks["cosqa"]["split"] == "dev" and tasks["scienceqa"]["split"] == "test, text-only"
+    assert tasks["logiqa_en"]["split_note"] == "test, n=6 of 651 (not in the paper)"
     for name, r in tasks.items():
-        if name == "ekar_zh":
-            continue
         assert r["n"] == 6 and r["subsample"]["n"] == 6 and r["subsample"]["seed"] == 1
         assert r["ci95"][0] <= r["value"] <= r["ci95"][1]
         assert len(r["data_sha256"]) == 64 and r["files"]
@@ -50,7 +54,9 @@ def test_results_file_has_every_task(paper_run: Path) -> None:
 
 def test_items_file_lines(paper_run: Path) -> None:
     lines = [json.loads(x) for x in (paper_run / "items.jsonl").read_text().splitlines()]
-    assert len(lines) == 6 * 8
+    assert len(lines) == 6 * 9
+    splits = {(x["task"], x["split"]) for x in lines}
+    assert ("ekar_zh", "validation") in splits and ("cosqa", "dev") in splits and len(splits) == 9
     mc = next(x for x in lines if x["task"] == "jecqa_kd")
     assert len(mc["choice_logprobs"]) == len(mc["choice_tokens"]) == 4 and isinstance(mc["prediction"], int)
     assert mc["correct"] == (mc["gold"] == [mc["prediction"]])
@@ -66,6 +72,42 @@ def test_lm_eval_protocol_with_shots(tmp_path: Path, micro_model_dir: Path, scor
     again = evaluate(micro_model_dir, ["cosqa", "logic"], tmp_path / "again", limit=5, protocol="lm-eval", shots=2, scorer=scorer)
     assert again.tasks["cosqa"].value == cos.value
     assert (tmp_path / "items.jsonl").read_text() == (tmp_path / "again" / "items.jsonl").read_text()
+
+
+def _ekar_with_test_json(root: Path) -> Path:
+    """A data root whose E-KAR folder has a test.json with answer keys (built from the bundled validation
+    records: the later upstream test.json has the same format), beside validation.json and train.json."""
+    from codestage.resources import bundled
+
+    src, dst = bundled("eval", "ekar_chinese"), root / "ekar_chinese"
+    dst.mkdir(parents=True)
+    for name in ("validation.json", "train.json"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    (dst / "test.json").write_text("".join((src / "validation.json").read_text(encoding="utf-8").splitlines(True)[:12]),
+                                   encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("protocol", ["paper", "lm-eval"])
+def test_ekar_split_follows_the_data_under_both_protocols(tmp_path: Path, micro_model_dir: Path, scorer: Scorer, protocol: str) -> None:
+    val = evaluate(micro_model_dir, ["analogical"], tmp_path / "val", limit=4, protocol=protocol, shots=1, scorer=scorer)
+    r = val.tasks["ekar_zh"]
+    assert r.split == "validation" and r.n == 4 and r.split_n == 100 and 0 <= r.value <= 100
+    assert r.split_note == "validation, n=4 of 100; the paper's test n=335"
+    test = evaluate(micro_model_dir, ["analogical"], tmp_path / "test", data_dir=_ekar_with_test_json(tmp_path / "data"),
+                    limit=4, protocol=protocol, shots=1, scorer=scorer)
+    t = test.tasks["ekar_zh"]
+    assert t.split == "test" and t.split_source == "test.json" and t.split_n == 12 and t.notes == []
+    assert t.split_note == "test, n=4 of 12; the paper's test n=335"
+    # the same records as validation items 0-3: the same scores, now filed under test
+    assert t.value == r.value
+    items = [json.loads(x) for x in (tmp_path / "test" / "items.jsonl").read_text().splitlines()]
+    assert {x["split"] for x in items} == {"test"} and len(items) == 4
+    # different splits: not compared, even though these four questions are the same (identical item_hash)
+    paired = compare(tmp_path / "val", tmp_path / "test")
+    assert "ekar_zh" not in paired.tasks and paired.split_mismatch == {"ekar_zh": {"a": ["validation"], "b": ["test"]}}
+    assert paired.notes == ["ekar_zh: not compared, its items come from different splits (A: validation; B: test)"]
+    assert compare(tmp_path / "val", tmp_path / "val").tasks["ekar_zh"].split == "validation"
 
 
 def test_compare_runs(tmp_path: Path, paper_run: Path, micro_model_dir: Path, scorer: Scorer) -> None:
@@ -111,7 +153,57 @@ def test_export_lm_eval_yamls(tmp_path: Path) -> None:
     assert (tmp_path / "utils.py").is_file()
 
 
-def test_list_tasks() -> None:
+def _lm_eval_requests(yaml_path: Path, shots: int) -> list[list[tuple[str, str]]]:
+    """(context, continuation) per choice per document, built from an exported YAML and its data files the
+    way lm-eval 0.4's multiple_choice task builds them with the first_n sampler: exemplars rendered as
+    text + target_delimiter + gold choice, joined by fewshot_delimiter; the multiple-input form (doc_to_choice
+    a list of contexts) scores the shared target after each context."""
+    cfg = yaml.safe_load(yaml_path.read_text())
+    files = cfg["dataset_kwargs"]["data_files"]
+    docs, pool = ([json.loads(x) for x in Path(files[k]).read_text().splitlines()] for k in ("test", "fewshot"))
+    delim, fs_delim = cfg["target_delimiter"], cfg["fewshot_delimiter"]
+    out = []
+    for doc in docs:
+        if cfg["doc_to_choice"] == "contexts":  # paper protocol, shared evidence after each context
+            shots_text = "".join(e["contexts"][e["gold"]] + delim + e["span"] + fs_delim for e in pool[:shots])
+            out.append([(shots_text + c, delim + doc["span"]) for c in doc["contexts"]])
+        else:
+            shots_text = "".join(e["query"] + delim + e["choices"][e["gold"]] + fs_delim for e in pool[:shots])
+            out.append([(shots_text + doc["query"], delim + c) for c in doc["choices"]])
+    return out
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_export_of_ekar_gives_the_requests_codestage_scores(tmp_path: Path, shots: int) -> None:
+    """Parity without lm-eval installed: the exported documents, read as lm-eval reads them, are exactly the
+    (context, continuation) pairs `codestage eval` scores, under both protocols (bench/eval_lmeval_match.py
+    runs lm-eval itself on them)."""
+    from codestage.eval.protocols import choice_requests, exemplar_picker
+    from codestage.eval.registry import get_task
+
+    written = export_lm_eval(tmp_path, tasks=["analogical"])
+    assert sorted(p.stem for p in written) == ["codestage_ekar_zh", "codestage_ekar_zh_paper"]
+    task = get_task("ekar_zh")
+    items = task.load()
+    pick = exemplar_picker(task, items, shots, 0)
+    for protocol, name in (("lm-eval", "codestage_ekar_zh"), ("paper", "codestage_ekar_zh_paper")):
+        path = tmp_path / f"{name}.yaml"
+        assert path.read_text().startswith("# split: validation, n=100; the paper's test n=335\n")
+        ours = [[(r.context, r.continuation) for r in choice_requests(task, it, protocol, pick(it))] for it in items]
+        assert _lm_eval_requests(path, shots) == ours
+    paper = yaml.safe_load((tmp_path / "codestage_ekar_zh_paper.yaml").read_text())
+    assert paper["doc_to_text"] == "query" and paper["doc_to_choice"] == "choices"  # candidates after a shared context
+    assert "- ekar_zh: validation, n=100; the paper's test n=335" in (tmp_path / "README.md").read_text()
+
+
+def test_list_tasks(tmp_path: Path) -> None:
     rows = {r["name"]: r for r in list_tasks()}
-    assert rows["ekar_zh"]["data_present"] is False and rows["cosqa"]["data_present"] is True
+    assert rows["cosqa"]["data_present"] is True and rows["cosqa"]["split"] == "dev" and rows["cosqa"]["n"] == 604
     assert rows["jecqa_kd"]["domain_default"] and rows["mbpp_sanitized"]["paper_n"] == 427
+    ekar = rows["ekar_zh"]
+    assert (ekar["data_present"], ekar["split"], ekar["n"], ekar["paper_split"], ekar["paper_n"]) == (True, "validation", 100, "test", 335)
+    assert ekar["split_note"] == "validation, n=100; the paper's test n=335"
+    with_test = {r["name"]: r for r in list_tasks(_ekar_with_test_json(tmp_path))}
+    assert (with_test["ekar_zh"]["split"], with_test["ekar_zh"]["n"]) == ("test", 12)
+    assert with_test["cosqa"]["data_present"] is False and with_test["cosqa"]["split"] is None
+    assert "cosqa-dev.json not found" in with_test["cosqa"]["missing"]

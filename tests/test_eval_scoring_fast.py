@@ -69,6 +69,7 @@ def _check(got, want) -> None:
             assert s.is_greedy == greedy
 
 
+@pytest.mark.slow  # > 5 s
 @pytest.mark.parametrize("protocol", ["lm-eval", "paper"])
 def test_every_layout_equals_the_plain_forward(scorer: Scorer, protocol: str) -> None:
     groups = _groups(protocol)
@@ -91,6 +92,7 @@ def test_every_layout_equals_the_plain_forward(scorer: Scorer, protocol: str) ->
         _check(other.loglikelihood(groups, truncation=truncation), want)
 
 
+@pytest.mark.slow  # > 5 s
 def test_one_shot_prompts_and_truncation(scorer: Scorer) -> None:
     groups = _groups("lm-eval", shots=1)[:4]
     _check(scorer.loglikelihood(groups), _reference(scorer, groups, "left"))

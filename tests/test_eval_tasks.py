@@ -1,4 +1,5 @@
-"""Task loaders on the real bundled files, malformed-file errors, E-KAR, and the registry."""
+"""Task loaders on the real bundled files, malformed-file errors, E-KAR's split choice, ScienceQA's
+trusted fields, and the registry."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 
 from codestage.errors import ConfigError, DataError
 from codestage.eval.registry import DOMAIN_DEFAULT, TASKS, get_task, resolve_tasks
+from codestage.eval.protocols import choice_requests, exemplar_picker
 from codestage.eval.tasks.base import ChoiceItem, GenerationItem, TaskDataMissing
-from codestage.eval.tasks.ekar import read_ekar
+from codestage.eval.tasks.ekar import BlindFile, read_ekar
 from codestage.resources import SHARED_DATA_ENV, bundled, shared_data
 
 EXPECTED_N = {
@@ -19,6 +21,7 @@ EXPECTED_N = {
     "logiqa_zh": 651,
     "jecqa_kd": 1000,
     "scienceqa": 194,  # bundled slice: 361 test problems, 194 without an image
+    "ekar_zh": 100,  # bundled slice: 100 of the 165 validation records
     "cosqa": 604,
     "mbpp_sanitized": 427,
     "mbpp": 500,
@@ -60,6 +63,7 @@ def test_chance_rates() -> None:
 def test_fewshot_pools() -> None:
     assert len(get_task("ceval_logic").fewshot_pool()) == 5
     assert len(get_task("scienceqa").fewshot_pool()) == 40
+    assert len(get_task("ekar_zh").fewshot_pool()) == 40
     assert [it.meta["task_id"] for it in get_task("mbpp").fewshot_pool()] == list(range(1, 11))
     assert get_task("cosqa").fewshot_pool() is None
 
@@ -135,15 +139,29 @@ def _ekar_record(i: int, key: str = "C") -> dict:
     }
 
 
-def test_ekar_missing_gives_reason() -> None:
-    with pytest.raises(TaskDataMissing, match="E-KAR Chinese is not present"):
-        get_task("ekar_zh").load()
+def _ekar_lines(records: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def _bundled_ekar(name: str) -> list[dict]:
+    """The bundled slice's records (real upstream lines)."""
+    text = bundled("eval", "ekar_chinese", name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _ekar_root(tmp_path: Path, files: dict[str, list[dict]]) -> Path:
+    for name, records in files.items():
+        _root_with(tmp_path, "ekar_chinese", name, _ekar_lines(records))
+    return tmp_path
+
+
+def test_ekar_without_any_labelled_split_gives_reason(tmp_path: Path) -> None:
+    with pytest.raises(TaskDataMissing, match="no E-KAR split with answers.*validation.json not found"):
+        get_task("ekar_zh", tmp_path).load()
 
 
 def test_ekar_reader_on_upstream_format(tmp_path: Path) -> None:
-    lines = "".join(json.dumps(_ekar_record(i), ensure_ascii=False) + "\n" for i in range(3))
-    root = _root_with(tmp_path, "ekar_chinese", "test.json", lines)
-    _root_with(tmp_path, "ekar_chinese", "train.json", json.dumps(_ekar_record(9, "A"), ensure_ascii=False) + "\n")
+    root = _ekar_root(tmp_path, {"test.json": [_ekar_record(i) for i in range(3)], "train.json": [_ekar_record(9, "A")]})
     task = get_task("analogical", root)
     items = task.load()
     assert len(items) == 3 and items[0].gold == (2,) and items[0].choices[2] == "人才:学校:企业"
@@ -154,10 +172,87 @@ def test_ekar_reader_on_upstream_format(tmp_path: Path) -> None:
     assert len(read_ekar(as_array)) == 1
 
 
-def test_ekar_blind_test_copy_is_rejected(tmp_path: Path) -> None:
-    root = _root_with(tmp_path, "ekar_chinese", "test.json", json.dumps(_ekar_record(0, "")) + "\n")
-    with pytest.raises(DataError, match=r"test.json:1: field 'answerKey' missing or empty"):
+def test_ekar_evaluates_validation_when_test_answers_are_absent(tmp_path: Path) -> None:
+    validation, train = _bundled_ekar("validation.json"), _bundled_ekar("train.json")
+    blind = [dict(r, answerKey="", explanation=[""] * 5, relation=[]) for r in validation[:5]]
+    root = _ekar_root(tmp_path, {"validation.json": validation, "train.json": train, "test_blind.json": blind,
+                                 "test_easy_blind.json": blind})
+    task = get_task("ekar_zh", root)
+    items = task.load()
+    assert task.split.name == "validation" and task.split.source == "validation.json" and len(items) == 100
+    assert [it.meta["id"] for it in items] == [r["id"] for r in validation]
+    assert items[0].gold == ("ABCD".index(validation[0]["answerKey"]),)
+    assert any("test_blind.json, test_easy_blind.json: blind" in n for n in task.notes)
+    assert [p.name for p in task.files()] == ["validation.json", "train.json"]  # the blind files are not read
+    assert [it.meta["id"] for it in task.fewshot_pool()] == [r["id"] for r in train]
+
+
+def test_ekar_evaluates_test_when_test_json_has_its_answers(tmp_path: Path) -> None:
+    validation = _bundled_ekar("validation.json")
+    test = validation[:30]  # the later test.json has the same record format, answer keys filled
+    root = _ekar_root(tmp_path, {"validation.json": validation, "test.json": test, "train.json": _bundled_ekar("train.json")})
+    task = get_task("ekar_zh", root)
+    items = task.load()
+    assert task.split.name == "test" and task.split.source == "test.json" and len(items) == 30
+    assert [it.gold for it in items] == [("ABCD".index(r["answerKey"]),) for r in test]
+    assert task.notes == [] and [p.name for p in task.files()] == ["test.json", "train.json"]
+
+
+def test_ekar_blind_test_json_is_never_scored(tmp_path: Path) -> None:
+    """A test.json whose answer keys are all empty (the first release's test split) is treated as blind:
+    validation is evaluated and the note says why; without validation the reason names both."""
+    validation = _bundled_ekar("validation.json")
+    blind = [dict(r, answerKey="") for r in validation[:10]]
+    root = _ekar_root(tmp_path, {"validation.json": validation, "test.json": blind})
+    task = get_task("ekar_zh", root)
+    assert len(task.load()) == 100 and task.split.name == "validation"
+    assert any("test.json: every answer key is empty" in n for n in task.notes)
+    with pytest.raises(BlindFile, match=r"test.json: every record's 'answerKey' is empty"):
+        read_ekar(root / "ekar_chinese" / "test.json")
+    (root / "ekar_chinese" / "validation.json").unlink()
+    with pytest.raises(TaskDataMissing, match="validation.json not found, test.json is blind"):
         get_task("ekar_zh", root).load()
+
+
+def test_ekar_partly_keyed_file_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    root = _ekar_root(tmp_path, {"test.json": [_ekar_record(0), _ekar_record(1, ""), _ekar_record(2, "")]})
+    with pytest.raises(DataError, match=r"test.json:2: field 'answerKey' missing or empty \(2 of 3 records\)"):
+        get_task("ekar_zh", root).load()
+    root = _ekar_root(tmp_path, {"test.json": [_ekar_record(0, "E")]})
+    with pytest.raises(DataError, match=r"test.json:1: field 'answerKey' is 'E', not one of A, B, C, D"):
+        get_task("ekar_zh", root).load()
+
+
+def _sqa_root(tmp_path: Path, name: str, rewrite) -> Path:
+    src = bundled("eval", "scienceqa")
+    problems = json.loads((src / "problems.json").read_text(encoding="utf-8"))
+    root = tmp_path / name / "scienceqa"
+    root.mkdir(parents=True)
+    (root / "problems.json").write_text(json.dumps({pid: rewrite(p) for pid, p in problems.items()}, ensure_ascii=False, indent=1),
+                                        encoding="utf-8")
+    (root / "pid_splits.json").write_bytes((src / "pid_splits.json").read_bytes())
+    return root.parent
+
+
+def test_scienceqa_reads_only_question_choices_answer_hint_image(tmp_path: Path) -> None:
+    """The staged copy's lecture/solution texts were rewritten: a file with other lecture and solution
+    texts (and the remaining fields dropped) must give the same items and the same prompts."""
+    trusted = ("question", "choices", "answer", "hint", "image")
+    as_is = get_task("scienceqa", _sqa_root(tmp_path, "as_is", lambda p: p))
+    rewritten = get_task("scienceqa", _sqa_root(tmp_path, "rewritten", lambda p: {
+        **{k: p[k] for k in trusted}, "lecture": "A REWRITTEN LECTURE.", "solution": "A REWRITTEN SOLUTION."}))
+    a, b = as_is.load(), rewritten.load()
+    assert len(a) == 194 and a == b
+    assert [(x.meta["pid"], x.meta["hint"]) for x in a] == [(x.meta["pid"], x.meta["hint"]) for x in b]
+    assert as_is.fewshot_pool() == rewritten.fewshot_pool()
+    for protocol in ("paper", "lm-eval"):
+        pick_a, pick_b = exemplar_picker(as_is, a, 2, 0), exemplar_picker(rewritten, b, 2, 0)
+        assert [choice_requests(as_is, x, protocol, pick_a(x)) for x in a] == \
+            [choice_requests(rewritten, x, protocol, pick_b(x)) for x in b]
+    hinted = next(x for x in a if x.meta["hint"])
+    context, span = as_is.paper_pair(hinted, 0)
+    assert context.startswith(f"Context:{hinted.meta['hint']}\n anwser：") and span == hinted.question
+    assert "REWRITTEN" not in context
 
 
 def test_shared_full_copy_reads_unchanged() -> None:
@@ -167,6 +262,8 @@ def test_shared_full_copy_reads_unchanged() -> None:
     task = get_task("scienceqa", shared)
     assert len(task.load()) == 194
     assert any("not in problems.json" in n for n in task.notes)
+    ekar = get_task("ekar_zh", shared)
+    assert len(ekar.load()) == 165 and ekar.split.name == "validation" and len(ekar.fewshot_pool()) == 1155
     assert bundled("eval").is_dir()
 
 

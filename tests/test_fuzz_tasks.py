@@ -129,7 +129,7 @@ SPECS = [
     Spec("jecqa_kd", "jecqa/jec-qa-kd.jsonl", "jsonl", lambda d, i: _agieval(d, i, True),
          {"question": "str", "options": "list", "label": "label"}, {"label": ["Z", ["A", "Z"], [1]]},
          lambda r: r["question"].strip()),
-    Spec("ekar_zh", "ekar_chinese/test.json", "either", _ekar,
+    Spec("ekar_zh", "ekar_chinese/validation.json", "either", _ekar,
          {"question": "str", "choices": "dict", "answerKey": "str"}, {"answerKey": ["Z", ""]},
          lambda r: r["question"].strip()),
     Spec("cosqa", "cosqa/cosqa-dev.json", "array", _cosqa,

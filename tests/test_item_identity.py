@@ -106,13 +106,20 @@ def test_eval_cli_refuses_duplicates_and_reports_the_lenient_skip_at_the_end(tmp
 
 
 def test_the_end_of_eval_names_subsamples_limits_missing_data_and_repairs(tmp_path, cli_run, micro_model_dir) -> None:
-    code, msg = cli_run("eval", "--model", micro_model_dir, "--tasks", "mbpp_sanitized,ekar_zh",
-                        "--check-references", "--limit", "2", "--out", tmp_path, "--quiet")
+    import shutil
+
+    data = tmp_path / "data"  # the bundled MBPP files only: E-KAR is missing here
+    shutil.copytree(bundled("eval", "mbpp"), data / "mbpp")
+    code, msg = cli_run("eval", "--model", micro_model_dir, "--tasks", "mbpp_sanitized,ekar_zh", "--data-dir", data,
+                        "--check-references", "--limit", "2", "--out", tmp_path / "out", "--quiet")
     assert code == 0, msg
     warnings = msg[msg.index("warnings"):]
     assert "only the first 2 items of: mbpp_sanitized" in warnings
-    assert "ekar_zh: not evaluated: ekar_zh: E-KAR Chinese is not present" in warnings
+    assert "ekar_zh: not evaluated: ekar_zh: no E-KAR split with answers" in warnings
     assert "mbpp_sanitized: test imports restored" in warnings
+    code, msg = cli_run("eval", "--model", micro_model_dir, "--tasks", "ekar_zh", "--limit", "2", "--out", tmp_path / "ekar", "--quiet")
+    assert code == 0, msg  # the bundled E-KAR slice: validation, said at the end
+    assert "ekar_zh: test answers not present: validation evaluated" in msg[msg.index("warnings"):]
 
 
 # ------------------------------------------------------------------ compare

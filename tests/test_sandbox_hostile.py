@@ -368,6 +368,7 @@ def batch(request, batches) -> dict:
 COMBOS = [("probed", c) for c in CASES] + [("fallback", c) for c in CASES if c.kernel]
 
 
+@pytest.mark.slow  # each mode's hostile batch takes 7-13 s
 @pytest.mark.parametrize(("batch", "case"), COMBOS, ids=[f"{m}-{c.name}" for m, c in COMBOS], indirect=["batch"])
 def test_hostile_program_is_contained_with_a_clear_status(batch, case: Case) -> None:
     res = batch["hostile"][case.name]
@@ -382,12 +383,14 @@ def test_hostile_program_is_contained_with_a_clear_status(batch, case: Case) -> 
     assert leftover_processes(res) == [], case.name
 
 
+@pytest.mark.slow  # each mode's hostile batch takes 7-13 s
 @pytest.mark.parametrize("batch", MODES, indirect=True)
 def test_clean_items_in_the_same_batch_pass(batch) -> None:
     assert len(batch["clean"]) == len(CLEAN)
     assert [r.status for r in batch["clean"]] == ["passed"] * len(CLEAN), batch["clean"]
 
 
+@pytest.mark.slow  # each mode's hostile batch takes 7-13 s
 @pytest.mark.parametrize("batch", MODES, indirect=True)
 def test_nothing_outside_the_sandbox_was_touched(batch, world) -> None:
     assert world["vfile"].read_text() == "original"
@@ -400,6 +403,7 @@ def test_nothing_outside_the_sandbox_was_touched(batch, world) -> None:
         assert batch["reached"] == 0, "a connection or datagram got out"
 
 
+@pytest.mark.slow  # each mode's hostile batch takes 7-13 s
 @pytest.mark.parametrize("batch", MODES, indirect=True)
 def test_every_run_left_no_process(batch) -> None:
     everything = [*batch["hostile"].values(), *batch["clean"]]
@@ -519,6 +523,7 @@ def _named(comm: str) -> list[int]:
     return out
 
 
+@pytest.mark.slow  # each mode's hostile batch takes 7-13 s
 @pytest.mark.parametrize("mode", MODES)
 def test_when_the_evaluating_process_dies_its_sandboxes_die_too(mode: str, tmp_path: Path) -> None:
     # SIGKILL the process running the sandbox (no sweep can run); sleeping orphans that left the

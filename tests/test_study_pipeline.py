@@ -15,6 +15,8 @@ from codestage.results import StudyResults
 from codestage.study.report import write_report
 from codestage.study.runner import Study, StepOutcome
 
+pytestmark = pytest.mark.slow  # the whole study, every stage, about a minute
+
 RUNS = ["NL", "CODE", "NN", "NC", "CC", "uniform", "stepwise_increase", "stepwise_decrease"]
 DOMAINS = ["logic", "legal", "scientific", "analogical", "code_reasoning", "code_generation"]
 
@@ -76,13 +78,13 @@ def test_every_run_and_domain_is_reported(study_out) -> None:
         assert set(tasks) == set(DOMAINS)
         for domain in DOMAINS:
             cell = tasks[domain]
-            if domain == "analogical":  # E-KAR's data is not bundled: a null cell with its reason
-                assert cell["value"] is None and cell["missing"]
-                continue
             assert cell["metric"] == ("bleu" if domain == "code_generation" else "accuracy")
             assert cell["n"] == 3
             lo, hi = cell["ci95"]
             assert lo <= cell["value"] <= hi
+        # the bundled E-KAR slice holds validation records only: the cell says so, beside the paper's test
+        assert tasks["analogical"]["split"] == "validation" and tasks["analogical"]["paper_n"] == 335
+        assert tasks["analogical"]["split_note"] == "validation, n=3 of 100; the paper's test n=335"
     assert "paper" in on_disk and "config" in on_disk
     assert StudyResults.read(out / "results.json").to_json() == on_disk == results.to_json()
 
@@ -123,6 +125,10 @@ def test_report_and_plots_are_written(study_out) -> None:
     md = (out / "report.md").read_text()
     for heading in ("Pre-training", "Instruction", "Mixing"):
         assert heading.lower() in md.lower()
+    # every table names each column's split and n, under its header
+    split_rows = [ln for ln in md.splitlines() if ln.startswith("| *split, n* |")]
+    assert len(split_rows) == 3 and all("validation, n=3 of 100; the paper's test n=335" in ln for ln in split_rows)
+    assert "| analogical | ekar_zh | accuracy | validation, n=3 of 100; the paper's test n=335 |" in md
     assert "paper" in md.lower()
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert "loss.png" in pngs and any(p.startswith("scores_") for p in pngs)

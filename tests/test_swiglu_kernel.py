@@ -67,6 +67,7 @@ def runs(tmp_path_factory, triton_interpreted):
     return ops, triton_interpreted(CHILD, inputs, tmp_path_factory.mktemp("swiglu")), model, ids
 
 
+@pytest.mark.slow  # Triton's CPU interpreter
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_op_gives_the_output_and_gradient_of_the_pytorch_form(runs, dtype):
     inputs, out = runs[0], runs[1]
@@ -86,6 +87,7 @@ def test_op_gives_the_output_and_gradient_of_the_pytorch_form(runs, dtype):
             assert rel <= 2.0**-7, rel
 
 
+@pytest.mark.slow  # Triton's CPU interpreter
 def test_op_takes_strided_input_and_refuses_unequal_halves(runs):
     inputs, out = runs[0], runs[1]
     t = inputs["torch.float32"][0][0]
@@ -93,6 +95,7 @@ def test_op_takes_strided_input_and_refuses_unequal_halves(runs):
     assert "equal size" in out["refusal"]
 
 
+@pytest.mark.slow  # Triton's CPU interpreter
 @pytest.mark.parametrize("run", ["model", "model, blocks recomputed in backward"])
 def test_model_with_the_kernel_trains_as_the_pytorch_model(runs, run):
     out, model, ids = runs[1], runs[2], runs[3]

@@ -103,6 +103,7 @@ def reference(tmp_path_factory, tokenizer_dir) -> tuple[Path, list]:
     return tmp / "run", smoke.losses(tmp / "run")
 
 
+@pytest.mark.slow  # three killed runs, ~50 s
 def test_kill_during_step_then_during_checkpoint_write_then_disk_full(tmp_path, tokenizer_dir, reference):
     ref_run, ref_losses = reference
     run = tmp_path / "run"

@@ -14,9 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # two processes train, ~50 s
 def test_two_processes_match_one_with_ddp_and_fsdp(tmp_path, tokenizer_dir):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, str(ROOT / "bench" / "ddp_check.py"), "--procs", "2", "--device", "cpu", "--dtype", "float32",

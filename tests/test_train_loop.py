@@ -90,6 +90,7 @@ def _losses(run: Path) -> list[tuple[int, float]]:
     return smoke.losses(run)
 
 
+@pytest.mark.slow  # > 5 s
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, tokenizer):
     cfg = TrainConfig(**CFG, checkpoint_every=3)
     full = smoke.job(tokenizer, cfg, tmp_path / "full")
@@ -126,6 +127,7 @@ def test_saved_model_is_a_plain_hf_directory_with_the_trained_weights(tmp_path, 
     assert not torch.equal(fresh.model.embed_tokens.weight, model.model.embed_tokens.weight)
 
 
+@pytest.mark.slow  # > 5 s
 def test_non_finite_loss_stops_with_last_good_checkpoint_intact(tmp_path, tokenizer, monkeypatch):
     cfg = TrainConfig(**CFG, checkpoint_every=2)
     real = Trainable.loss_sum
@@ -287,6 +289,7 @@ def test_residual_stream_stays_fp32_when_parameters_are_bf16():
     assert ((a - b).norm() / a.norm()).item() < 5e-3
 
 
+@pytest.mark.slow  # > 5 s
 def test_whole_decoder_compile_trains_as_the_eager_model(tmp_path, tokenizer):
     """train.compile_scope: decoder compiles embedding..final norm as one graph; the maths is unchanged."""
     eager = smoke.job(tokenizer, TrainConfig(**{**CFG, "steps": 3}, compile="off"), tmp_path / "eager")

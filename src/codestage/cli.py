@@ -69,6 +69,8 @@ def _summary(results: StudyResults, out: Path) -> None:
             cells.append("—" if not c or c.value is None else f"{c.value:.1f}")
         table.add_row(name, run.stage, *cells)
     Console().print(table)
+    notes = {d: c.split_note for run in results.runs.values() for d, c in run.tasks.items() if c.split_note}
+    console.print("splits: " + " | ".join(f"{DOMAIN_TABLE[d].short} {notes[d]}" for d in DOMAINS if d in notes))
     console.print(f"report: {out / 'report.md'}   results: {out / 'results.json'}   plots: {out / 'plots'}")
 
 
@@ -144,7 +146,7 @@ def eval_cmd(
                        shots=shots, batch_size=batch_size, device=device, max_new_tokens=max_new_tokens,
                        execute=not no_execute, check_references=check_references, samples=samples,
                        temperature=temperature, timeout_s=timeout, progress=not quiet, lenient=lenient)
-    table = Table("task", "score", "95% CI", "n", title=f"codestage eval ({results.protocol}, {results.shots}-shot)")
+    table = Table("task", "score", "95% CI", "split, n", title=f"codestage eval ({results.protocol}, {results.shots}-shot)")
     for row in summary_rows(results):
         table.add_row(*row)
     Console().print(table)
@@ -174,7 +176,7 @@ def compare(
         check_output(json_out, COMPARE_JSON, inputs=read, option="--json")
     result = compare_runs(side_a, side_b, seed=seed, common_only=common_only)
     seeds = f" ({result.seeds} seeds, item values averaged over seeds)" if result.seeds > 1 else ""
-    table = Table("task", "metric", "n", "A", "B", "A - B", "95% CI", "p", "margin or bits/byte: A - B [95% CI] p",
+    table = Table("task", "metric", "split, n", "A", "B", "A - B", "95% CI", "p", "margin or bits/byte: A - B [95% CI] p",
                   title=f"A = {run_a}\nB = {run_b}{seeds}")
     for task, r in result.tasks.items():
         lo, hi = r.ci95
@@ -182,7 +184,8 @@ def compare(
         for c, label in ((r.margin, "margin"), (r.bits_per_byte, "bits/byte")):
             if c is not None:
                 cont.append(f"{label} {c.diff:+.4f} [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] p={c.p_value:.3f}")
-        table.add_row(task, r.metric, str(r.n), f"{r.a:.2f}", f"{r.b:.2f}", f"{r.diff:+.2f}",
+        n = f"{r.split}, n={r.n}" if r.split else str(r.n)
+        table.add_row(task, r.metric, n, f"{r.a:.2f}", f"{r.b:.2f}", f"{r.diff:+.2f}",
                       f"[{lo:+.2f}, {hi:+.2f}]", f"{r.p_value:.3f}", "; ".join(cont))
     Console().print(table)
     if json_out:
@@ -200,13 +203,15 @@ app.add_typer(data_app, name="data")
 
 @tasks_app.command("list")
 def tasks_list(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="evaluation data folder (default: bundled)")) -> None:
-    """Every task: domain, kind, metric, split, the paper's n and whether its data is present."""
+    """Every task: domain, kind, metric, the split its data would give with n, and the paper's split and n."""
     from codestage.eval.harness import list_tasks
 
-    table = Table("task", "domain", "kind", "metric", "split", "paper n", "data", title="codestage tasks (* = the domain's default)")
+    table = Table("task", "domain", "metric", "split evaluated", "n", "the paper's", "data",
+                  title="codestage tasks (* = the domain's default)")
     for r in list_tasks(data_dir):
-        table.add_row(r["name"] + (" *" if r["domain_default"] else ""), r["domain"], r["kind"], r["metric"], r["split"],
-                      str(r["paper_n"] or ""), "present" if r["data_present"] else "missing")
+        paper = (f"{r['paper_split']}, " + (f"n={r['paper_n']}" if r["paper_n"] else "n not stated")) if r["paper_split"] else "not in the paper"
+        table.add_row(r["name"] + (" *" if r["domain_default"] else ""), r["domain"], r["metric"], r["split"] or "—",
+                      str(r["n"] or ""), paper, "present" if r["data_present"] else "missing")
     Console().print(table)
 
 

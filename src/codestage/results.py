@@ -100,9 +100,13 @@ class TaskResult(Record):
     exec_status: dict[str, int] | None = None
     sandbox: dict[str, Any] | None = None
     bits_per_byte: Interval | None = None
-    # what was evaluated
-    split: str | None = None
+    # what was evaluated: the split read (decided by the data present), its size, the paper's
+    split: str | None = None  # its label, e.g. "validation" or "test, text-only"
+    split_source: str | None = None  # the file(s) the items came from
+    split_n: int | None = None  # items in the split before any limit or subsample
+    paper_split: str | None = None  # the split the paper scored (null: not in the paper)
     paper_n: int | None = None
+    split_note: str | None = None  # one line: "validation, n=100 of 165; the paper's test n=335"
     limit: int | None = None
     subsample: Subsample | None = None
     files: dict[str, str] | None = None
@@ -111,7 +115,7 @@ class TaskResult(Record):
     seconds: float | None = None
 
     CELL_FIELDS: ClassVar[tuple[str, ...]] = ("task", "metric", "value", "n", "ci95", "missing", "subsample", "chance", "protocol", "shots",
-                   "gold_logprob", "margin", "pass@1", "bits_per_byte")
+                   "split", "split_n", "paper_split", "paper_n", "split_note", "gold_logprob", "margin", "pass@1", "bits_per_byte")
 
     def cell(self) -> "TaskResult":
         """What a study's results.json keeps of it: the score and what it needs to be read."""
@@ -182,6 +186,7 @@ class TaskComparison(Difference):
     were left out as only in A, only in B, or `conflicting` (same question, another answer or id)."""
 
     metric: str
+    split: str | None = None  # the split both sides' items came from (null: items files that name none)
     paired_by: str | None = None
     only_in_a: int = 0
     only_in_b: int = 0
@@ -193,9 +198,10 @@ class TaskComparison(Difference):
 
 
 class Comparison(Record):
-    """Run(s) A against run(s) B, one seed per items file; `unpaired_tasks` are in one side only.
-    `common_only`: sides that are not the same items were compared on their common items; `notes`
-    says what was left out (the CLI prints them as warnings)."""
+    """Run(s) A against run(s) B, one seed per items file; `unpaired_tasks` are in one side only, and
+    `split_mismatch` tasks were not compared (their items came from different splits). `common_only`:
+    sides that are not the same items were compared on their common items; `notes` says what was
+    left out (the CLI prints them as warnings)."""
 
     a: str | list[str]
     b: str | list[str]
@@ -203,4 +209,5 @@ class Comparison(Record):
     common_only: bool | None = None
     tasks: dict[str, TaskComparison] = Field(default_factory=dict)
     unpaired_tasks: list[str] = Field(default_factory=list)
+    split_mismatch: dict[str, dict[str, list[str]]] = Field(default_factory=dict)  # task -> {"a": splits, "b": splits}
     notes: list[str] = Field(default_factory=list)

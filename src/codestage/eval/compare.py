@@ -7,6 +7,9 @@ another subsample, a changed answer key) `compare` refuses, naming the task and 
 differ; `common_only` compares the items both sides share and notes how many were left out.
 Items files written before items carried `item_hash` are paired by position (doc_id), and only
 when both sides hold the same positions with the same gold answers; otherwise re-evaluate.
+A task whose items came from different splits in A and B (E-KAR: test in one run, validation in
+the other) is not compared at all (`split_mismatch`, and a note): a score on another split is
+not the same measurement, even where some questions coincide.
 
 Accuracy compares per-item correctness; BLEU resamples the per-item BLEU statistics and
 recomputes corpus BLEU for both runs on the same resampled items. The mean log-probability of the
@@ -131,6 +134,11 @@ def _per_item(runs: list[dict[int, dict]], ids: list[int], field: str, reduce: s
     return stacked.sum(axis=0) if reduce == "sum" else stacked.mean(axis=0)
 
 
+def _splits(runs: list[list[tuple[int, dict]]]) -> set[str]:
+    """The splits the item records of one side name (items files written before splits were recorded name none)."""
+    return {rec["split"] for run in runs for _, rec in run if rec.get("split")}
+
+
 def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Sequence[Path | str], *, seed: int = 0,
             common_only: bool = False) -> Comparison:
     """Per task: n paired items, A's and B's score (percent), A - B with 95% interval and p-value.
@@ -149,11 +157,18 @@ def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Se
     tasks_a = set.intersection(*(set(r) for r in runs_a))
     tasks_b = set.intersection(*(set(r) for r in runs_b))
     out["unpaired_tasks"] = sorted(tasks_a ^ tasks_b)
+    out["split_mismatch"] = {}
     if out["unpaired_tasks"]:
         out["notes"].append(f"tasks in only one side (not compared): {', '.join(out['unpaired_tasks'])}")
     for task in sorted(tasks_a & tasks_b):
-        side_a, side_b, ids, paired_by, counts, notes = _pair(
-            task, paths_a, paths_b, [r[task] for r in runs_a], [r[task] for r in runs_b], common_only)
+        rows_a, rows_b = [r[task] for r in runs_a], [r[task] for r in runs_b]
+        splits_a, splits_b = _splits(rows_a), _splits(rows_b)
+        if len(splits_a | splits_b) > 1:
+            out["split_mismatch"][task] = {"a": sorted(splits_a), "b": sorted(splits_b)}
+            out["notes"].append(f"{task}: not compared, its items come from different splits "
+                                f"(A: {', '.join(sorted(splits_a)) or 'unrecorded'}; B: {', '.join(sorted(splits_b)) or 'unrecorded'})")
+            continue
+        side_a, side_b, ids, paired_by, counts, notes = _pair(task, paths_a, paths_b, rows_a, rows_b, common_only)
         out["notes"] += notes
         if not ids:
             continue
@@ -165,6 +180,7 @@ def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Se
         xa, xb = _per_item(side_a, ids, field, reduce), _per_item(side_b, ids, field, reduce)
         entry = {
             "metric": metric,
+            "split": next(iter(splits_a | splits_b), None),
             "n": len(ids),
             "a": _point(xa, stat),
             "b": _point(xb, stat),

@@ -27,7 +27,7 @@ from codestage.eval.protocols import check_protocol
 from codestage.eval.registry import DOMAIN_DEFAULT, TASKS, get_task, resolve_tasks
 from codestage.eval.sandbox import Limits
 from codestage.eval.scoring import Scorer
-from codestage.eval.tasks.base import GenerationTask, Item, MultipleChoiceTask, Task, TaskDataMissing
+from codestage.eval.tasks.base import GenerationTask, Item, MultipleChoiceTask, Task, TaskDataMissing, split_note
 from codestage.hashing import sha256_json, sha256_file
 from codestage.outputs import EVAL, check_output
 from codestage.results import EvalResults, TaskResult
@@ -36,13 +36,17 @@ __all__ = ["evaluate", "compare", "export_lm_eval", "list_tasks", "load_scorer"]
 
 
 def list_tasks(data_dir: Path | str | None = None) -> list[dict]:
-    """One row per task: name, domain, kind, metric, language, split, the paper's n, and whether
-    its data is present under `data_dir` (bundled data by default)."""
+    """One row per task: name, domain, kind, metric, language, the split its data under `data_dir`
+    (bundled data by default) would give with its n, the paper's split and n, and whether the data
+    is present (`missing` says why not). Each task's data is read to find its split."""
     rows = []
     for name, cls in TASKS.items():
         task = cls(Path(data_dir) if data_dir is not None else None)
-        files = task.files()
-        present = bool(files) and files[0].is_file()
+        try:
+            n: int | None = len(task.load())
+        except TaskDataMissing as exc:
+            n, missing = None, str(exc)
+        split = task.split
         rows.append(
             {
                 "name": name,
@@ -51,10 +55,14 @@ def list_tasks(data_dir: Path | str | None = None) -> list[dict]:
                 "kind": cls.kind,
                 "metric": cls.metric,
                 "language": cls.language,
-                "split": cls.split,
+                "split": split.label if split else None,
+                "n": n,
+                "split_note": split_note(split, n, n, cls.paper_split, cls.paper_n) if split and n is not None else None,
+                "paper_split": cls.paper_split,
                 "paper_n": cls.paper_n,
                 "description": cls.description,
-                "data_present": present,
+                "data_present": n is not None,
+                **({"missing": missing} if n is None else {}),
             }
         )
     return rows
@@ -94,7 +102,7 @@ def _provenance(task: Task) -> dict:
 
 def _missing(task: Task, reason: str, protocol: str, shots: int) -> TaskResult:
     return TaskResult(task=task.name, domain=task.domain, metric=task.metric, value=None, n=0, ci95=None,
-                      protocol=protocol, shots=shots, missing=reason)
+                      protocol=protocol, shots=shots, paper_split=task.paper_split, paper_n=task.paper_n, missing=reason)
 
 
 def evaluate(
@@ -162,21 +170,27 @@ def evaluate(
             )
         if bar:
             bar.close()
+        split = task.split
+        assert split is not None  # set by load()
         results.tasks[task.name] = TaskResult.from_json({
             "task": task.name,
             "domain": task.domain,
             **summary,
             "protocol": proto,
             "shots": shots,
-            "split": task.split,
+            "split": split.label,
+            "split_source": split.source,
+            "split_n": len(all_items),
+            "paper_split": task.paper_split,
             "paper_n": task.paper_n,
+            "split_note": split_note(split, summary["n"], len(all_items), task.paper_split, task.paper_n),
             "limit": limit,
             "subsample": subsample,
             **_provenance(task),
             "notes": list(getattr(task, "notes", [])),
             "seconds": round(time.perf_counter() - started, 3),
         })
-        lines.extend(json.dumps(r, ensure_ascii=False) for r in with_identity(records, items))
+        lines.extend(json.dumps({**r, "split": split.label}, ensure_ascii=False) for r in with_identity(records, items))
     write_text(out / "items.jsonl", "".join(line + "\n" for line in lines))
     write_json(out / "results.json", results.to_json())
     return results
@@ -200,12 +214,12 @@ class _Progress:
 
 
 def summary_rows(results: EvalResults) -> Sequence[tuple[str, str, str, str]]:
-    """(task, value, ci95, n) strings for a one-screen summary."""
+    """(task, value, ci95, split and n) strings for a one-screen summary."""
     rows = []
     for name, r in results.tasks.items():
         if r.value is None:
             rows.append((name, "—", r.missing or "", "0"))
         else:
             lo, hi = r.ci95
-            rows.append((name, f"{r.value:.2f} {r.metric}", f"[{lo:.2f}, {hi:.2f}]", str(r.n)))
+            rows.append((name, f"{r.value:.2f} {r.metric}", f"[{lo:.2f}, {hi:.2f}]", r.split_note or str(r.n)))
     return rows

@@ -9,6 +9,8 @@ read by lm-eval through `dataset_path: json`) and two task files:
                           E-KAR, the candidates after a shared context. lm-eval ranks by summed
                           log-likelihood; our paper protocol ranks by the mean per token, so the
                           per-item log-likelihoods agree while `acc` may differ on a few items.
+Each task exports the split `codestage eval` evaluates on the same data (E-KAR: test when test.json
+carries its answers, else validation); the YAML's first line and the README name it with its n.
 Exemplars for `--num_fewshot k` are the `fewshot` split in our seeded order (sampler first_n), i.e.
 the same k exemplars `codestage eval --shots k` uses. JEC-QA uses `utils.process_results_exact_set`
 (correct iff the predicted set equals the gold set); MBPP's metrics import codestage, so install
@@ -24,7 +26,7 @@ from codestage.atomic import write_text
 from codestage.outputs import LMEVAL, LMEVAL_README_HEAD, check_output
 from codestage.eval.protocols import choice_requests, exemplar_order, exemplar_pool, generation_prompt
 from codestage.eval.registry import TASKS, resolve_tasks
-from codestage.eval.tasks.base import ChoiceItem, GenerationTask, MultipleChoiceTask, Task, TaskDataMissing
+from codestage.eval.tasks.base import ChoiceItem, GenerationTask, MultipleChoiceTask, Task, TaskDataMissing, split_note
 
 UTILS = '''"""Helpers for the codestage task YAMLs (written by `codestage tasks export-lm-eval`)."""
 
@@ -68,8 +70,9 @@ def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def _yaml(name: str, data: Path, fewshot: Path, lines: list[str]) -> str:
+def _yaml(name: str, data: Path, fewshot: Path, lines: list[str], note: str) -> str:
     head = [
+        f"# split: {note}",
         f"task: {name}",
         "tag:\n  - codestage",
         "dataset_path: json",
@@ -96,7 +99,7 @@ def _choice_metrics(task: MultipleChoiceTask) -> list[str]:
     return lines
 
 
-def _export_choice(task: MultipleChoiceTask, items: list[ChoiceItem], pool: list, out: Path) -> list[Path]:
+def _export_choice(task: MultipleChoiceTask, items: list[ChoiceItem], pool: list, out: Path, note: str) -> list[Path]:
     written = []
     # lm-eval protocol
     docs = [{"doc_id": it.doc_id, "query": task.lmeval_query(it), "choices": task.lmeval_choices(it), **_gold_fields(it)} for it in items]
@@ -114,7 +117,7 @@ def _export_choice(task: MultipleChoiceTask, items: list[ChoiceItem], pool: list
         *_choice_metrics(task),
     ]
     path = out / f"codestage_{task.name}.yaml"
-    write_text(path, _yaml(f"codestage_{task.name}", data, few, lines))
+    write_text(path, _yaml(f"codestage_{task.name}", data, few, lines, note))
     written.append(path)
 
     # paper protocol: shared evidence -> multiple-input form; shared context -> plain form
@@ -137,12 +140,12 @@ def _export_choice(task: MultipleChoiceTask, items: list[ChoiceItem], pool: list
         "doc_to_text: query", "doc_to_choice: choices", "doc_to_target: gold"]
     lines = ["output_type: multiple_choice", *form, 'target_delimiter: ""', f"fewshot_delimiter: {_q(chr(10))}", *_choice_metrics(task)]
     path = out / f"codestage_{task.name}_paper.yaml"
-    write_text(path, _yaml(f"codestage_{task.name}_paper", data, few, lines))
+    write_text(path, _yaml(f"codestage_{task.name}_paper", data, few, lines, note))
     written.append(path)
     return written
 
 
-def _export_generation(task: GenerationTask, items: list, pool: list, out: Path) -> list[Path]:
+def _export_generation(task: GenerationTask, items: list, pool: list, out: Path, note: str) -> list[Path]:
     written = []
     for protocol, suffix in (("lm-eval", ""), ("paper", "_paper")):
         def doc(it, doc_id: int) -> dict:
@@ -167,7 +170,7 @@ def _export_generation(task: GenerationTask, items: list, pool: list, out: Path)
             f"generation_kwargs:\n  until:\n{until}\n  do_sample: false\n  max_gen_toks: 128",
         ]
         path = out / f"codestage_{task.name}{suffix}.yaml"
-        write_text(path, _yaml(f"codestage_{task.name}{suffix}", data, few, lines))
+        write_text(path, _yaml(f"codestage_{task.name}{suffix}", data, few, lines, note))
         written.append(path)
     return written
 
@@ -179,6 +182,7 @@ def export_lm_eval(out_dir: Path | str, *, data_dir: Path | str | None = None, t
     names = resolve_tasks(tasks) if tasks else list(TASKS)
     written: list[Path] = []
     skipped: list[str] = []
+    sets: list[str] = []
     for name in names:
         task: Task = TASKS[name](Path(data_dir) if data_dir is not None else None)
         try:
@@ -186,11 +190,14 @@ def export_lm_eval(out_dir: Path | str, *, data_dir: Path | str | None = None, t
         except TaskDataMissing as exc:
             skipped.append(f"{name}: {exc}")
             continue
+        assert task.split is not None  # set by load()
+        note = split_note(task.split, len(items), len(items), task.paper_split, task.paper_n)
+        sets.append(f"- {name}: {note}")
         pool = exemplar_order(task, exemplar_pool(task, items), seed)
         if isinstance(task, MultipleChoiceTask):
-            written += _export_choice(task, items, pool, out)
+            written += _export_choice(task, items, pool, out, note)
         elif isinstance(task, GenerationTask):
-            written += _export_generation(task, items, pool, out)
+            written += _export_generation(task, items, pool, out, note)
     write_text(out / "utils.py", UTILS)
     readme = [
         LMEVAL_README_HEAD,
@@ -200,6 +207,9 @@ def export_lm_eval(out_dir: Path | str, *, data_dir: Path | str | None = None, t
         f"    lm_eval --model hf --model_args pretrained=MODEL_DIR --include_path {out} --tasks codestage_cosqa",
         "",
         "Tasks: " + ", ".join(p.stem for p in written),
+        "",
+        "Splits exported (the paper's beside):",
+        *sets,
         "",
         "MBPP tasks execute generated code and import codestage (install it in the lm-eval environment",
         "and pass --confirm_run_unsafe_code).",

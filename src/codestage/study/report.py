@@ -57,17 +57,30 @@ def _domain_cells(eval_results: EvalResults) -> tuple[dict[str, TaskResult], dic
     return cells, extra
 
 
-def _fmt(task: TaskResult | None) -> str:
+def _fmt(task: TaskResult | None, *, with_split: bool = False) -> str:
+    """A cell: score [95% interval] n, and its split note when the runs of a table differ in split."""
     if task is None:
         return "not evaluated"
     if task.value is None:
         return "— (data missing; see Evaluation sets)" if task.missing else "—"
     lo, hi = task.ci95 or (float("nan"), float("nan"))
-    return f"{task.value:.2f} [{lo:.1f}, {hi:.1f}] n={task.n}"
+    split = f" ({task.split_note})" if with_split and task.split_note else ""
+    return f"{task.value:.2f} [{lo:.1f}, {hi:.1f}] n={task.n}{split}"
 
 
 def _paper_fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
+
+
+def _split_notes(results: StudyResults, names: list[str]) -> dict[str, list[str]]:
+    """domain -> the distinct split notes ("validation, n=100 of 165; the paper's test n=335") of these runs' cells."""
+    notes: dict[str, list[str]] = {}
+    for name in names:
+        for d, cell in results.runs[name].tasks.items():
+            note = cell.split_note or (f"n={cell.n}" if cell.value is not None else None)
+            if note and note not in notes.setdefault(d, []):
+                notes[d].append(note)
+    return notes
 
 
 def build_results(runs: Mapping[str, StudyRun], config: Mapping[str, Any]) -> StudyResults:
@@ -184,7 +197,7 @@ def plot_scores(results: StudyResults, paper: Mapping[str, Any], stage: str, pat
     names = results.runs_in(stage)
     if not names:
         return False
-    fig, ax = plt.subplots(figsize=(12, 4.2))
+    fig, ax = plt.subplots(figsize=(12, 4.8))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         xs, ys, lo, hi, px, py = [], [], [], [], [], []
@@ -204,7 +217,7 @@ def plot_scores(results: StudyResults, paper: Mapping[str, Any], stage: str, pat
         if px:
             ax.scatter(px, py, marker="x", color=bars.patches[0].get_facecolor() if bars.patches else None,
                        s=40, zorder=3, label=f"{name} (paper)")
-    ax.set_xticks(range(len(DOMAINS)), LABELS)
+    ax.set_xticks(range(len(DOMAINS)), [_tick(d, names, results) for d in DOMAINS], fontsize=8)
     ax.set_ylabel("accuracy % / BLEU x100")
     ax.set_title(TITLES[stage])
     ax.grid(axis="y", alpha=0.3)
@@ -215,15 +228,31 @@ def plot_scores(results: StudyResults, paper: Mapping[str, Any], stage: str, pat
     return True
 
 
+def _tick(domain: str, names: list[str], results: StudyResults) -> str:
+    """A plot's domain label with the split and n its bars come from, and the paper's where it differs."""
+    label = DOMAIN_TABLE[domain].label
+    cell = next((c for n in names if (c := results.runs[n].tasks.get(domain)) and c.split), None)
+    if cell is None:
+        return label
+    label += f"\n{cell.split}, n={cell.n}"
+    if cell.paper_split and (cell.paper_split, cell.paper_n) != (cell.split, cell.split_n):
+        label += f"\n(paper: {cell.paper_split}" + (f", n={cell.paper_n})" if cell.paper_n else ")")
+    return label
+
+
 def _table(results: StudyResults, paper: Mapping[str, Any], stage: str) -> list[str]:
     names = results.runs_in(stage)
     if not names:
         return []
     head = "| run | " + " | ".join(LABELS) + " |"
-    lines = [f"### {TITLES[stage]}", "", head, "|" + "---|" * (len(DOMAINS) + 1)]
+    notes = _split_notes(results, names)
+    mixed = {d for d in DOMAINS if len(notes.get(d, [])) > 1}  # runs on different splits: each cell names its own
+    lines = [f"### {TITLES[stage]}", "", head, "|" + "---|" * (len(DOMAINS) + 1),
+             "| *split, n* | " + " | ".join("differs per run (in the cells)" if d in mixed else (notes.get(d) or [""])[0]
+                                          for d in DOMAINS) + " |"]
     for name in names:
-        run = results.runs[name]
-        lines.append(f"| **{name}** (ours) | " + " | ".join(_fmt(run.tasks.get(d)) for d in DOMAINS) + " |")
+        cells = results.runs[name].tasks
+        lines.append(f"| **{name}** (ours) | " + " | ".join(_fmt(cells.get(d), with_split=d in mixed) for d in DOMAINS) + " |")
         if paper.get("tables", {}).get(stage, {}).get(name) is not None:
             lines.append(f"| {name} (paper) | " + " | ".join(_paper_fmt(_paper_value(paper, stage, name, d)) for d in DOMAINS) + " |")
     aliases = [f"`{n}` is the same run as `{results.runs[n].same_run_as}` (identical inputs, trained once)"
@@ -257,7 +286,8 @@ def _notes(results: StudyResults) -> list[str]:
     for run in results.runs.values():
         for domain, cell in run.tasks.items():
             seen.setdefault(domain, cell)
-    lines = ["## Evaluation sets", "", "| domain | task | metric | n | subsample | chance | protocol |", "|---|---|---|---|---|---|---|"]
+    lines = ["## Evaluation sets", "", "| domain | task | metric | split and n (the paper's) | subsample | chance | protocol |",
+             "|---|---|---|---|---|---|---|"]
     for domain in DOMAINS:
         c = seen.get(domain)
         label = DOMAIN_TABLE[domain].label
@@ -269,7 +299,7 @@ def _notes(results: StudyResults) -> list[str]:
         if c.value is None:
             sub_txt = f"missing: {c.missing}"
         chance = c.chance
-        lines.append(f"| {label} | {c.task} | {c.metric} | {c.n} | {sub_txt} | "
+        lines.append(f"| {label} | {c.task} | {c.metric} | {c.split_note or c.n} | {sub_txt} | "
                      f"{'' if chance is None else f'{chance:.1f}'} | {c.protocol or ''} |")
     return lines + [""]
 
@@ -288,8 +318,9 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
 
     md = [f"# codestage report: {config.get('name', 'study')}", "",
           "Each cell: our score [95% bootstrap interval] and the number of items n; accuracy in %, code generation is "
-          "smoothed corpus BLEU-4 x 100. The paper's published numbers (PanGu-alpha 2.6B; "
-          "`reported_results.json`) sit in the row below ours. Our models are far smaller than the paper's, so read the "
+          "smoothed corpus BLEU-4 x 100. The row *split, n* under each header names the split every column's items "
+          "come from, beside the paper's (E-KAR: validation unless test.json with its answers is given). The paper's "
+          "published numbers (PanGu-alpha 2.6B; `reported_results.json`) sit in the row below ours. Our models are far smaller than the paper's, so read the "
           "*differences between runs* against their intervals, not the absolute levels.", ""]
     for stage in STAGES:
         md += _table(results, paper, stage)
@@ -302,8 +333,8 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
     md += _mixture_lines(runs)
     other = {n: r.other_tasks for n, r in results.runs.items() if r.other_tasks}
     if other:
-        md += ["## Other evaluated tasks", "", "| run | task | value |", "|---|---|---|"]
-        md += [f"| {n} | {t} | {_fmt(c)} |" for n, ts in other.items() for t, c in ts.items()] + [""]
+        md += ["## Other evaluated tasks", "", "| run | task | value | split and n (the paper's) |", "|---|---|---|---|"]
+        md += [f"| {n} | {t} | {_fmt(c)} | {c.split_note or ''} |" for n, ts in other.items() for t, c in ts.items()] + [""]
     if timings:
         md += ["## Steps", "", "| step | seconds |", "|---|---|"]
         for name, t in timings.items():

@@ -50,12 +50,43 @@ class TaskDataMissing(Exception):
     """The task's upstream files are not present; the report shows the cell as missing, with why."""
 
 
+@dataclass(frozen=True)
+class Split:
+    """The upstream split a task evaluates, decided when its data is read (E-KAR's depends on which
+    files carry answers), so every number can say which split and how many items it came from.
+
+    `name` is upstream's split name ("test", "validation", "dev"), `subset` a rule applied on top of
+    it ("text-only"), `source` the file(s) the items come from.
+    """
+
+    name: str
+    source: str
+    subset: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}, {self.subset}" if self.subset else self.name
+
+
+def split_note(split: Split, n: int, total: int, paper_split: str | None, paper_n: int | None) -> str:
+    """One line naming the evaluated split and n beside the paper's, e.g.
+    "validation, n=100 of 165; the paper's test n=335" or "dev, n=604 (the paper's set)"."""
+    text = f"{split.label}, n={n}" + (f" of {total}" if n != total else "")
+    if paper_split is None:
+        return text + " (not in the paper)"
+    if split.name == paper_split and total == paper_n:
+        return text + " (the paper's set)"
+    return text + f"; the paper's {paper_split}" + (f" n={paper_n}" if paper_n is not None else " (its n is not stated)")
+
+
 class Task(ABC):
-    """Base class: subclasses set the class attributes and implement `load` and `files`.
+    """Base class: subclasses set the class attributes and implement `read` and `files`.
 
     `folder` is the task's sub-folder of a data root laid out like the upstream releases
-    (`bundled("eval")` or a user's full copy such as ../shared/data/eval); `split` says which split or
-    subset is evaluated, for the report. `domain` is one of codestage.domains.DOMAINS.
+    (`bundled("eval")` or a user's full copy such as ../shared/data/eval). `paper_split` and
+    `paper_n` are the split the paper scored and its item count (None: not in the paper / not
+    stated); `split` is the split actually read, set by `load`. `domain` is one of
+    codestage.domains.DOMAINS.
     """
 
     name: ClassVar[str]
@@ -65,7 +96,7 @@ class Task(ABC):
     language: ClassVar[str]
     description: ClassVar[str]
     folder: ClassVar[str] = ""
-    split: ClassVar[str] = ""
+    paper_split: ClassVar[str | None] = None
     paper_n: ClassVar[int | None] = None
 
     def __init_subclass__(cls, **kwargs) -> None:
@@ -76,6 +107,7 @@ class Task(ABC):
 
     def __init__(self, data_dir: Path | None = None) -> None:
         self.data_dir = data_dir
+        self.split: Split | None = None
 
     @property
     def root(self) -> Path:
@@ -90,9 +122,15 @@ class Task(ABC):
         if absent:
             raise TaskDataMissing(f"{self.name}: {', '.join(absent)} not found")
 
-    @abstractmethod
     def load(self) -> list[Item]:
-        """All evaluation items in upstream document order (doc_id = index)."""
+        """All evaluation items in upstream document order (doc_id = index); afterwards `self.split`
+        names the split they came from."""
+        self.split, items = self.read()
+        return items
+
+    @abstractmethod
+    def read(self) -> tuple[Split, list[Item]]:
+        """(the split chosen from the data present, its items in upstream order)."""
 
     def load_items(self, *, lenient: bool = False) -> list[Item]:
         """The evaluated items: `load` with duplicate records refused (naming both lines), or with

@@ -8,7 +8,7 @@ from typing import ClassVar
 from codestage.errors import DataError
 from codestage.eval.tasks._io import iter_csv
 from codestage.eval.tasks._prompts import option_lines
-from codestage.eval.tasks.base import ChoiceItem, MultipleChoiceTask
+from codestage.eval.tasks.base import ChoiceItem, MultipleChoiceTask, Split
 
 _COLUMNS = ("id", "question", "A", "B", "C", "D", "answer")
 
@@ -41,16 +41,17 @@ class CevalLogic(MultipleChoiceTask):
     language: ClassVar[str] = "zh"
     description: ClassVar[str] = "C-Eval logic subject, validation split (the paper's logic set)"
     folder: ClassVar[str] = "ceval_logic"
-    split: ClassVar[str] = "validation (logic_val.csv)"
+    paper_split: ClassVar[str | None] = "validation"
     paper_n: ClassVar[int | None] = 22
     target_delimiter: ClassVar[str] = ""
 
     def files(self) -> list[Path]:
         return [self.root / "logic_val.csv", self.root / "logic_dev.csv"]
 
-    def load(self) -> list[ChoiceItem]:
+    def read(self) -> tuple[Split, list[ChoiceItem]]:
+        # C-Eval's test split (logic_test.csv) has no answer column: validation is the labelled split.
         self.need(self.root / "logic_val.csv")
-        return read_ceval(self.root / "logic_val.csv")
+        return Split("validation", "logic_val.csv"), read_ceval(self.root / "logic_val.csv")
 
     def fewshot_pool(self) -> list[ChoiceItem] | None:
         dev = self.root / "logic_dev.csv"

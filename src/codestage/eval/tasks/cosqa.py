@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from codestage.errors import DataError
 from codestage.eval.tasks._io import field, iter_json_array
-from codestage.eval.tasks.base import ChoiceItem, MultipleChoiceTask
+from codestage.eval.tasks.base import ChoiceItem, MultipleChoiceTask, Split
 
 CHOICES = ("correct", "wrong")
 
@@ -23,13 +23,13 @@ class CoSQA(MultipleChoiceTask):
     language: ClassVar[str] = "en+code"
     description: ClassVar[str] = "CoSQA dev: is the code a correct answer to the query (two-way choice)"
     folder: ClassVar[str] = "cosqa"
-    split: ClassVar[str] = "dev (cosqa-dev.json)"
+    paper_split: ClassVar[str | None] = "dev"
     paper_n: ClassVar[int | None] = 604
 
     def files(self) -> list[Path]:
         return [self.root / "cosqa-dev.json"]
 
-    def load(self) -> list[ChoiceItem]:
+    def read(self) -> tuple[Split, list[ChoiceItem]]:
         path = self.root / "cosqa-dev.json"
         self.need(path)
         items = []
@@ -52,7 +52,7 @@ class CoSQA(MultipleChoiceTask):
             )
         if not items:
             raise DataError(f"{path}: no items")
-        return items
+        return Split("dev", path.name), items
 
     def paper_pair(self, item: ChoiceItem, choice: int) -> tuple[str, str]:
         return f"{item.question}? Answered code is {CHOICES[choice]}:", item.passage or ""

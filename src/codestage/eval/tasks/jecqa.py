@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from codestage.eval.tasks._agieval import read_agieval
 from codestage.eval.tasks._prompts import option_lines
-from codestage.eval.tasks.base import ChoiceItem, MultipleChoiceTask
+from codestage.eval.tasks.base import ChoiceItem, MultipleChoiceTask, Split
 
 
 class JecQaKd(MultipleChoiceTask):
@@ -23,16 +23,16 @@ class JecQaKd(MultipleChoiceTask):
     language: ClassVar[str] = "zh"
     description: ClassVar[str] = "JEC-QA knowledge-driven questions (AGIEval packaging; exact-set scoring)"
     folder: ClassVar[str] = "jecqa"
-    split: ClassVar[str] = "JEC-QA-KD (jec-qa-kd.jsonl)"
+    paper_split: ClassVar[str | None] = "test"
     paper_n: ClassVar[int | None] = 1000
     target_delimiter: ClassVar[str] = ""
 
     def files(self) -> list[Path]:
         return [self.root / "jec-qa-kd.jsonl"]
 
-    def load(self) -> list[ChoiceItem]:
+    def read(self) -> tuple[Split, list[ChoiceItem]]:
         self.need(self.root / "jec-qa-kd.jsonl")
-        return read_agieval(self.root / "jec-qa-kd.jsonl", multi_answer=True)
+        return Split("test", "jec-qa-kd.jsonl (AGIEval)"), read_agieval(self.root / "jec-qa-kd.jsonl", multi_answer=True)
 
     def paper_pair(self, item: ChoiceItem, choice: int) -> tuple[str, str]:
         # The original code's JEC-QA template: "该答案：{choice}，可以回答以下问题：{statement}"

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from codestage.eval.tasks._agieval import read_agieval
 from codestage.eval.tasks._prompts import option_lines
-from codestage.eval.tasks.base import ChoiceItem, MultipleChoiceTask
+from codestage.eval.tasks.base import ChoiceItem, MultipleChoiceTask, Split
 
 
 class _LogiQA(MultipleChoiceTask):
@@ -22,21 +22,20 @@ class _LogiQA(MultipleChoiceTask):
     def files(self) -> list[Path]:
         return [self.root / self.filename]
 
-    def load(self) -> list[ChoiceItem]:
+    def read(self) -> tuple[Split, list[ChoiceItem]]:
         self.need(self.root / self.filename)
-        return read_agieval(self.root / self.filename, multi_answer=False)
+        return Split("test", f"{self.filename} (AGIEval)"), read_agieval(self.root / self.filename, multi_answer=False)
 
 
 class LogiQAEn(_LogiQA):
     name: ClassVar[str] = "logiqa_en"
     language: ClassVar[str] = "en"
     description: ClassVar[str] = "LogiQA test questions (English, AGIEval packaging)"
-    split: ClassVar[str] = "test (logiqa-en.jsonl)"
     filename: ClassVar[str] = "logiqa-en.jsonl"
 
     def paper_pair(self, item: ChoiceItem, choice: int) -> tuple[str, str]:
         # The paper's template (Table 1) with the passage as unscored context before it, as
-        # ScienceQA's lecture is: the question after the candidate is the scored evidence.
+        # ScienceQA's hint is: the question after the candidate is the scored evidence.
         head = f"{item.passage}\n" if item.passage else ""
         return f"{head}The answer: {item.choices[choice]}, can answer the following question: ", item.question
 
@@ -48,7 +47,6 @@ class LogiQAZh(_LogiQA):
     name: ClassVar[str] = "logiqa_zh"
     language: ClassVar[str] = "zh"
     description: ClassVar[str] = "LogiQA test questions (Chinese, AGIEval packaging)"
-    split: ClassVar[str] = "test (logiqa-zh.jsonl)"
     filename: ClassVar[str] = "logiqa-zh.jsonl"
     target_delimiter: ClassVar[str] = ""
 

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from codestage.errors import DataError
 from codestage.eval.tasks._io import field, iter_json_records, string_list
-from codestage.eval.tasks.base import GenerationItem, GenerationTask, Protocol
+from codestage.eval.tasks.base import GenerationItem, GenerationTask, Protocol, Split
 
 PROMPT_IDS = range(1, 11)
 TEST_IDS = range(11, 511)
@@ -94,14 +94,13 @@ class _Mbpp(GenerationTask):
 class Mbpp(_Mbpp):
     name: ClassVar[str] = "mbpp"
     description: ClassVar[str] = "MBPP full, standard test split (task ids 11-510)"
-    split: ClassVar[str] = "test (task ids 11-510 of mbpp.jsonl)"
 
     def files(self) -> list[Path]:
         return [self.root / "mbpp.jsonl"]
 
-    def load(self) -> list[GenerationItem]:
+    def read(self) -> tuple[Split, list[GenerationItem]]:
         items = [it for it in self._full() if it.meta["task_id"] in TEST_IDS]
-        return [GenerationItem(i, it.prompt, it.reference, it.tests, it.test_setup, it.entry_point, it.meta) for i, it in enumerate(items)]
+        return Split("test", "mbpp.jsonl, task ids 11-510"), [GenerationItem(i, it.prompt, it.reference, it.tests, it.test_setup, it.entry_point, it.meta) for i, it in enumerate(items)]
 
 
 def restore_test_imports(items: list[GenerationItem]) -> tuple[list[GenerationItem], dict[str, list[int]]]:
@@ -125,7 +124,7 @@ def restore_test_imports(items: list[GenerationItem]) -> tuple[list[GenerationIt
 class MbppSanitized(_Mbpp):
     name: ClassVar[str] = "mbpp_sanitized"
     description: ClassVar[str] = "Sanitized MBPP, all 427 problems (the paper's set)"
-    split: ClassVar[str] = "all sanitized problems"
+    paper_split: ClassVar[str | None] = "all sanitized"
     paper_n: ClassVar[int | None] = 427
 
     def _path(self) -> Path:
@@ -137,7 +136,7 @@ class MbppSanitized(_Mbpp):
     def files(self) -> list[Path]:
         return [self._path(), self.root / "mbpp.jsonl"]
 
-    def load(self) -> list[GenerationItem]:
+    def read(self) -> tuple[Split, list[GenerationItem]]:
         path = self._path()
         self.need(path)
         items = read_mbpp(path)
@@ -146,4 +145,4 @@ class MbppSanitized(_Mbpp):
             items, restored = restore_test_imports(items)
             self.notes = [f"test imports restored (lost in this copy of the file): import {m} for task ids "
                           f"{', '.join(map(str, ids))}" for m, ids in restored.items()]
-        return items
+        return Split("all sanitized", path.name), items
