@@ -140,7 +140,10 @@ start_munge() {
 }
 
 start() {
-  [ "$(id -u)" -eq 0 ] || die "needs root (it installs packages and starts the Slurm daemons as root)"
+  if [ "$(id -u)" -ne 0 ]; then
+    case "$(node_state)" in idle*|mixed*|allocated*) say "already running (node $(node_state))"; return 0 ;; esac
+    die "needs root (it installs packages and starts the Slurm daemons as root)"
+  fi
   install_packages
   CONFIG_CHANGED=0
   write_config

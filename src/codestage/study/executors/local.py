@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -77,7 +77,6 @@ def record_status(records: list[Record]) -> dict[str, Status]:
 class _Running:
     devices: list[str]
     proc: subprocess.Popen | None = None  # None: adopted from an earlier coordinator
-    record: Record | None = field(default=None, repr=False)
 
 
 class LocalEngine:
@@ -120,7 +119,7 @@ class LocalEngine:
     def can_start(self, job: Job) -> bool:
         return len(self._running) < self.max_parallel and len(self._free) >= self._gpus(job)
 
-    def _take(self, name: str, devices: list[str]) -> list[str]:
+    def _take(self, devices: list[str]) -> list[str]:
         taken = [d for d in devices if d in self._free]
         for d in taken:
             self._free.remove(d)
@@ -133,7 +132,7 @@ class LocalEngine:
             self._free.sort(key=lambda d: self.devices.index(d))
 
     def submit(self, job: Job, spec: JobSpec, spec_path: Path, after: list[Record]) -> tuple[str, dict[str, Any]]:
-        devices = self._take(job.name, self._free[: self._gpus(job)])
+        devices = self._take(self._free[: self._gpus(job)])
         spec.gpus_per_node = len(devices)
         if self.devices:
             spec.env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)  # also hides the GPUs from a job that asks none
@@ -154,8 +153,7 @@ class LocalEngine:
             raise ExecutorError(f"job {record.name} was started on host {host} (pid {record.id}) by a local executor "
                                 f"there: run codestage on {host}, or, if that process is gone, delete "
                                 f"{record.path()}")
-        self._running[record.name] = _Running(self._take(record.name, list(record.extra.get("devices", []))),
-                                              None, record)
+        self._running[record.name] = _Running(self._take(list(record.extra.get("devices", []))))
 
     def poll(self, records: list[Record]) -> dict[str, Status]:
         out = {}
