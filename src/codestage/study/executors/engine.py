@@ -96,8 +96,9 @@ class Engine(Protocol):
         """Whether resources are free to start it now."""
 
     def submit(self, job: Job, spec: JobSpec, spec_path: Path, after: list[Record]) -> tuple[str, dict[str, Any]]:
-        """Start or queue the job (after the submissions in `after` succeeded, where the engine holds
-        jobs itself); return its id and what the record must keep to find it again."""
+        """Place the job (its GPUs go into `spec`), save `spec` to `spec_path`, start or queue it (after
+        the submissions in `after` succeeded, where the engine holds jobs itself); return its id and
+        what the record must keep to find it again."""
 
     def poll(self, records: list[Record]) -> dict[str, Status]:
         """The status of each record's job, by job name."""

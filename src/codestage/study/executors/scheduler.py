@@ -161,7 +161,6 @@ class _Graph:
         spec = JobSpec(name=job.name, argv=list(job.argv), log=str(log), result=str(result), run_id=run_id,
                        env=dict(job.env), cwd=str(job.cwd) if job.cwd else None, retries=job.retries,
                        gpus_per_node=job.resources.gpus_per_node, nodes=job.resources.nodes)
-        spec.save(spec_path)
         rec = Record(name=job.name, fingerprint=job.fingerprint(), engine=self.engine.name, run_id=run_id,
                      log=str(log), result=str(result), submitted=time.time())
         rec.save(self.state_dir)  # first without an id: a coordinator killed during submission can still find it
