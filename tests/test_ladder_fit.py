@@ -162,6 +162,19 @@ def test_backtest_errors_match_a_known_deviation(tmp_path) -> None:
     assert bt["difference"]["loss_abs_error"] is not None
 
 
+def test_shared_exponents_residual_resampling_and_all_checkpoints(tmp_path) -> None:
+    pts = load_points(small_ladder(tmp_path))
+    doc = fit_ladder(pts, FitSettings(bootstrap=20, share_exponents=True, resample="residuals", step1_points="all",
+                                      workers=1))
+    arms = doc["tasks"]["logic"]["arms"]
+    nl, code = arms["NL"]["step1"], arms["CODE"]["step1"]
+    assert nl["shared_exponents"] and nl["n_points"] == 32
+    assert nl["params"]["alpha"] == code["params"]["alpha"] and nl["params"]["beta"] == code["params"]["beta"]
+    assert nl["params"]["E"] != code["params"]["E"]
+    assert doc["tasks"]["logic"]["difference"]["loss"]["ci95"] is not None
+    assert "bootstrap_redraws" not in doc["tasks"]["logic"]
+
+
 def test_holdout_by_params_value_and_unknown_rung(tmp_path) -> None:
     pts = load_points(small_ladder(tmp_path))
     doc = fit_ladder(pts, FitSettings(bootstrap=0, holdout="2e7", workers=1))
@@ -284,7 +297,7 @@ def test_ladder_fit_and_report_end_to_end(tmp_path, monkeypatch, capsys) -> None
     assert len(doc["inputs"]["sha256"]) == 64 and doc["inputs"]["params_kind"] == "non_embedding"
     assert doc["target"] == {"params": 2.6e9, "tokens": 4.2e10, "compute": 6 * 2.6e9 * 4.2e10, "params_kind": "non_embedding"}
     assert doc["arms"] == ["NL", "CODE"] and doc["difference"] == "CODE - NL"
-    assert doc["settings"]["bootstrap"] == 40 and doc["settings"]["seed"] == 3 and doc["settings"]["resample"] == "residuals"
+    assert doc["settings"]["bootstrap"] == 40 and doc["settings"]["seed"] == 3 and doc["settings"]["resample"] == "runs"
     for task in ("logic", "code"):
         e = doc["tasks"][task]
         for arm in ("NL", "CODE"):

@@ -69,7 +69,7 @@ def fit_cmd(
     holdout: Optional[str] = typer.Option(None, "--holdout", help="backtest: 'largest', a params value, a run id (comma list)"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="bootstrap replicates (0: no intervals)"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
-    resample: str = typer.Option("residuals", "--resample", help="residuals (fixed design) | runs"),
+    resample: str = typer.Option("runs", "--resample", help="runs (whole runs drawn with replacement) | residuals (fixed design)"),
     share_exponents: bool = typer.Option(False, "--share-exponents", help="one alpha and beta for both arms of a task"),
     step1_points: str = typer.Option("final", "--step1-points", help="final (each run's last checkpoint) | all"),
     huber_delta: float = typer.Option(1e-3, "--huber-delta", help="Huber threshold on log residuals"),

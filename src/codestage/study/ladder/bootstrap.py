@@ -2,11 +2,15 @@
 
 Two ways to resample the ladder (`resample`):
 
-- `residuals` (default): the design (which sizes and budgets were trained) is fixed by the plan, so
-  each replicate keeps it and adds the fit's own residuals, drawn with replacement within each arm
-  and inflated by sqrt(n / (n - p)) for the parameters they absorbed (a fixed-design bootstrap).
-- `runs`: whole runs (all their checkpoints) are drawn with replacement within each arm; a replicate
-  with too few distinct points to identify the law is drawn again (counted).
+- `runs` (default): whole runs (each with all its checkpoints) are drawn with replacement within
+  each arm, as a pairs bootstrap over the ladder's points; a draw with too few distinct (N, D) to
+  identify the law is drawn again (the count is reported), so the intervals are conditional on an
+  identifiable ladder.
+- `residuals`: the design (which sizes and budgets were trained) is kept and each replicate adds
+  the fit's own centred residuals, drawn with replacement within each arm and inflated by
+  sqrt(n / (n - p)) (a fixed-design bootstrap). On ladders of 8 runs per arm it covers the truth
+  less often than `runs` in simulation (docs/ladder.md), because a 5-parameter fit to 8 points
+  leaves residuals far smaller than the noise.
 
 Where per-item data exists the items of a task are also resampled in every replicate (the same
 draw for every row and both arms: the evaluation set is shared, so the difference is paired), and

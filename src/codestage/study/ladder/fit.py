@@ -37,7 +37,7 @@ class FitSettings:
     arms: tuple[str, ...] = ("NL", "CODE")
     bootstrap: int = 1000
     seed: int = 0
-    resample: str = "residuals"
+    resample: str = "runs"
     huber_delta: float = HUBER_DELTA
     share_exponents: bool = False
     step1_points: str = "final"

@@ -163,11 +163,12 @@ def _plot_accuracy(task: str, entry: dict, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- markdown
-def _backtest_cell(pred: dict, key: str, pct: bool) -> str:
+def _backtest_cell(pred: dict, key: str, points: bool) -> str:
+    """A backtest error beside a prediction: relative (%) for loss, absolute points for accuracy."""
     bt = pred.get("backtest")
     if not bt or bt.get(key) is None:
         return DASH
-    return f"{100 * bt[key]:.1f}%" if not pct else f"{100 * bt[key]:.1f} pt"
+    return f"{100 * bt[key]:.1f} pt" if points else f"{100 * bt[key]:.1f}%"
 
 
 def _tables(doc: dict) -> list[str]:
