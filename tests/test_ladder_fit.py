@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from codestage import cli
+from test_cli import run_cli  # the command as a user runs it: exit status and one line of output
+
 from codestage.errors import ConfigError, DataError
 from codestage.resources import bundled
 from codestage.study.ladder.fit import FitSettings, fit_ladder, parse_target
@@ -24,14 +24,6 @@ from codestage.study.ladder.simulate import TrueLaw, simulate_rows, write_rows
 TARGET = (2.6e9, 4.2e10)
 NL = TrueLaw(E=0.8, A=200.0, B=400.0, alpha=0.34, beta=0.28, a=0.5, s=3.0, L0=3.3, chance=0.25)
 CODE = TrueLaw(E=0.78, A=200.0, B=380.0, alpha=0.34, beta=0.28, a=0.5, s=3.0, L0=3.3, chance=0.25)
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["codestage", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), " ".join((captured.err + captured.out).split())
 
 
 def small_ladder(tmp: Path, *, tasks=("logic",), laws=None, seed: int = 1, n_items: int = 400, name="points.csv") -> Path:
@@ -132,6 +124,20 @@ def test_bootstrap_intervals_cover_the_truth_at_about_the_nominal_rate(tmp_path)
     assert 0.85 <= hits / n <= 1.0
 
 
+@pytest.mark.slow
+def test_bootstrap_in_worker_processes_matches_one_process(tmp_path, monkeypatch) -> None:
+    """Each task's replicates are seeded from the fit's seed, so spreading tasks over processes
+    changes nothing."""
+    import codestage.study.ladder.fit as fit_module
+
+    pts = load_points(small_ladder(tmp_path, tasks=("a", "b")))
+    one = fit_ladder(pts, FitSettings(bootstrap=15, seed=4, workers=1))
+    monkeypatch.setattr(fit_module, "_POOL_MIN_REPLICATES", 0)
+    two = fit_ladder(pts, FitSettings(bootstrap=15, seed=4, workers=2))
+    two["settings"]["workers"] = 1
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+
+
 # ---------------------------------------------------------------- backtest
 def test_backtest_errors_match_a_known_deviation(tmp_path) -> None:
     """Noise-free points follow the law exactly, except the held-out largest rung, whose loss is set
@@ -162,10 +168,9 @@ def test_backtest_errors_match_a_known_deviation(tmp_path) -> None:
     assert bt["difference"]["loss_abs_error"] is not None
 
 
-def test_shared_exponents_residual_resampling_and_all_checkpoints(tmp_path) -> None:
+def test_shared_and_per_arm_exponents_residual_resampling_all_checkpoints(tmp_path) -> None:
     pts = load_points(small_ladder(tmp_path))
-    doc = fit_ladder(pts, FitSettings(bootstrap=20, share_exponents=True, resample="residuals", step1_points="all",
-                                      workers=1))
+    doc = fit_ladder(pts, FitSettings(bootstrap=20, resample="residuals", step1_points="all", workers=1))
     arms = doc["tasks"]["logic"]["arms"]
     nl, code = arms["NL"]["step1"], arms["CODE"]["step1"]
     assert nl["shared_exponents"] and nl["n_points"] == 32
@@ -173,6 +178,9 @@ def test_shared_exponents_residual_resampling_and_all_checkpoints(tmp_path) -> N
     assert nl["params"]["E"] != code["params"]["E"]
     assert doc["tasks"]["logic"]["difference"]["loss"]["ci95"] is not None
     assert "bootstrap_redraws" not in doc["tasks"]["logic"]
+    alone = fit_ladder(pts, FitSettings(bootstrap=0, share_exponents=False, workers=1))["tasks"]["logic"]["arms"]
+    assert not alone["NL"]["step1"]["shared_exponents"]
+    assert alone["NL"]["step1"]["params"]["alpha"] != alone["CODE"]["step1"]["params"]["alpha"]
 
 
 def test_holdout_by_params_value_and_unknown_rung(tmp_path) -> None:
@@ -261,8 +269,11 @@ def test_malformed_points_get_one_clear_line(tmp_path, monkeypatch, capsys) -> N
 
     run_col = header.index("run")
     few = [good[0]] + [line for line in good[1:] if not (line.startswith("CODE") and line.split(",")[run_col].split("-")[1] in ("4e+07", "2e+07"))]
-    msg = _cli_error(monkeypatch, capsys, write("few.csv", few))
+    msg = _cli_error(monkeypatch, capsys, write("few.csv", few), "--per-arm-exponents")
     assert "arm CODE, task logic: 4 distinct (params, tokens) points; the law needs at least 5" in msg
+    fewer = [line for line in few if not (line.startswith("CODE") and line.split(",")[run_col].split("-")[1] == "1e+07")]
+    msg = _cli_error(monkeypatch, capsys, write("fewer.csv", fewer))  # shared exponents: E, A, B per arm
+    assert "arm CODE, task logic: 2 distinct (params, tokens) points; the law needs at least 3" in msg
 
     msg = _cli_error(monkeypatch, capsys, write("onearm.csv", [good[0]] + [line for line in good[1:] if line.startswith("NL")]))
     assert "only arm NL in POINTS; the difference CODE - NL needs both" in msg and "--arms NL" in msg
@@ -285,10 +296,11 @@ def test_parse_target() -> None:
 
 
 # ---------------------------------------------------------------- the command end to end
+@pytest.mark.slow
 def test_ladder_fit_and_report_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     points = small_ladder(tmp_path, tasks=("logic", "code"))
     out = tmp_path / "fit"
-    code, msg = run_cli(monkeypatch, capsys, "ladder", "fit", str(points), "--out", str(out), "--bootstrap", "40",
+    code, msg = run_cli(monkeypatch, capsys, "ladder", "fit", str(points), "--out", str(out), "--bootstrap", "20",
                         "--holdout", "largest", "--seed", "3")
     assert code == 0, msg
     assert "ladder fit: predictions at N=2.6e+09, D=4.2e+10" in msg
@@ -297,7 +309,7 @@ def test_ladder_fit_and_report_end_to_end(tmp_path, monkeypatch, capsys) -> None
     assert len(doc["inputs"]["sha256"]) == 64 and doc["inputs"]["params_kind"] == "non_embedding"
     assert doc["target"] == {"params": 2.6e9, "tokens": 4.2e10, "compute": 6 * 2.6e9 * 4.2e10, "params_kind": "non_embedding"}
     assert doc["arms"] == ["NL", "CODE"] and doc["difference"] == "CODE - NL"
-    assert doc["settings"]["bootstrap"] == 40 and doc["settings"]["seed"] == 3 and doc["settings"]["resample"] == "runs"
+    assert doc["settings"]["bootstrap"] == 20 and doc["settings"]["seed"] == 3 and doc["settings"]["resample"] == "runs"
     for task in ("logic", "code"):
         e = doc["tasks"][task]
         for arm in ("NL", "CODE"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ class FitSettings:
     seed: int = 0
     resample: str = "runs"
     huber_delta: float = HUBER_DELTA
-    share_exponents: bool = False
+    share_exponents: bool = True
     step1_points: str = "final"
     holdout: str | None = None
     last: int = 3
@@ -159,7 +159,8 @@ def _task_rows(points: Points, task: str, arms: tuple[str, ...]) -> np.ndarray:
     return np.flatnonzero((points.task == task) & np.isin(points.arm, arms))
 
 
-def _fit_task(points: Points, task: str, rows: np.ndarray, s: FitSettings, strict: bool) -> _TaskFit | str:
+def _fit_task(points: Points, task: str, rows: np.ndarray, s: FitSettings, strict: bool,
+              seed: np.random.SeedSequence | None = None) -> _TaskFit | str:
     """Fit steps 1 and 2 of one task on `rows`; a reason string instead when the data cannot
     support the law (a DataError when `strict`)."""
     group = np.array([s.arms.index(a) for a in points.arm[rows]])
@@ -171,9 +172,10 @@ def _fit_task(points: Points, task: str, rows: np.ndarray, s: FitSettings, stric
         law = Law(groups=len(arms), shared=len(arms) > 1)
         data = LawData.build(points.params[rows][m], points.tokens[rows][m], points.loss[rows][m],
                              np.searchsorted(np.array(arms), group[m]))
-        why = check_identifiable(data, law)
-        if why:
-            names = ", ".join(s.arms[a] for a in arms)
+        problem = check_identifiable(data, law)
+        if problem:
+            g, why = problem
+            names = ", ".join(s.arms[a] for a in arms) if g is None else s.arms[arms[g]]
             if strict:
                 raise DataError(f"{points.path}: arm {names}, task {task}: {why} (step 1 uses "
                                 f"{'final checkpoints' if s.step1_points == 'final' else 'every row'})")
@@ -200,7 +202,7 @@ def _fit_task(points: Points, task: str, rows: np.ndarray, s: FitSettings, stric
                           tokens=points.tokens[rows], loss=points.loss[rows], accuracy=points.accuracy[rows],
                           step1=step1_mask, units=tuple(units), sigmoids=tuple(sigmoids), items=local_items,
                           target=s.target, delta=s.huber_delta, resample=s.resample, n_boot=s.bootstrap,
-                          seed=np.random.SeedSequence(0))
+                          seed=seed if seed is not None else np.random.SeedSequence(s.seed))
     return _TaskFit(problem, step1, sigmoids, whys)
 
 
@@ -214,7 +216,8 @@ def _arm_report(points: Points, tf: _TaskFit, arm: int, rows: np.ndarray) -> dic
     nat = natural(fit.law, fit.theta)[j]
     points_out = [{"run": str(p.run[i]), "params": float(p.params[i]), "tokens": float(p.tokens[i]),
                    "loss": float(p.loss[i]), "accuracy": _f(p.accuracy[i]), "final": bool(points.final[rows[i]]),
-                   "step1": bool(p.step1[i]), "line": int(points.line[rows[i]])} for i in np.flatnonzero(mine)]
+                   "step1": bool(p.step1[i]), "n_items": _f(points.n_items[rows[i]]),
+                   "line": int(points.line[rows[i]])} for i in np.flatnonzero(mine)]
     out: dict[str, Any] = {
         "n_points": int(mine.sum()), "n_runs": int(len(set(p.run[mine]))), "points": points_out,
         "step1": {"params": nat, "shared_exponents": fit.law.shared, "huber_loss": fit.cost, "starts": fit.starts,
@@ -378,9 +381,8 @@ def fit_ladder(points: Points, settings: FitSettings) -> dict[str, Any]:
     fits: dict[str, _TaskFit] = {}
     for task, seed in zip(tasks, seeds):
         rows = _task_rows(points, task, s.arms)
-        tf = _fit_task(points, task, rows, s, strict=True)
+        tf = _fit_task(points, task, rows, s, strict=True, seed=seed)
         assert not isinstance(tf, str)
-        tf.problem = replace(tf.problem, seed=seed)
         fits[task] = tf
     draws = _run_bootstraps([fits[t].problem for t in tasks], s.workers) if s.bootstrap > 0 else []
     doc: dict[str, Any] = {

@@ -18,6 +18,7 @@ bounded trust-region method when it leaves the bounds.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,20 +187,20 @@ class LawFit:
         return log_law(p, np.log(params), np.log(tokens))[0]
 
 
-def check_identifiable(data: LawData, law: Law) -> str | None:
-    """Why the law cannot be fitted to these points, or None."""
+def check_identifiable(data: LawData, law: Law) -> tuple[int | None, str] | None:
+    """(group, why) when the law cannot be fitted to these points (group None: the whole fit), else None."""
+    need = N_LAW if not law.shared else 3
     for g in range(law.groups):
         m = data.group == g
         design = {(round(a, 9), round(b, 9)) for a, b in zip(data.u[m], data.v[m])}
-        need = N_LAW if not law.shared else 3
         if len(design) < need:
-            return f"{len(design)} distinct (params, tokens) points; the law needs at least {need}"
+            return g, f"{len(design)} distinct (params, tokens) points; the law needs at least {need}"
         if len(set(np.round(data.u[m], 9))) < 2:
-            return "every point has the same params, so A / N^alpha cannot be told from E"
+            return g, "every point has the same params, so A / N^alpha cannot be told from E"
         if len(set(np.round(data.v[m], 9))) < 2:
-            return "every point has the same tokens, so B / D^beta cannot be told from E"
+            return g, "every point has the same tokens, so B / D^beta cannot be told from E"
     if law.shared and len({(g, round(a, 9), round(b, 9)) for g, a, b in zip(data.group, data.u, data.v)}) < law.n_params:
-        return f"fewer distinct points than the {law.n_params} parameters of the shared-exponent law"
+        return None, f"fewer distinct points than the {law.n_params} parameters of the shared-exponent law"
     return None
 
 
@@ -244,7 +245,9 @@ def refit_law(fit: LawFit, data: LawData, y: np.ndarray, delta: float = HUBER_DE
         return jac(theta) * scaled(theta)[1][:, None]
 
     try:
-        x, _, _, _, status = leastsq(psi, fit.theta, Dfun=psi_jac, full_output=True, maxfev=400)
+        with warnings.catch_warnings():  # a refit that stops short is redone below, not reported twice
+            warnings.simplefilter("ignore", RuntimeWarning)
+            x, status = leastsq(psi, fit.theta, Dfun=psi_jac, maxfev=400)
         exps = fit.law.pos[:, 3:]
         if status in (1, 2, 3, 4) and np.all(np.isfinite(x)) and np.all(x[exps] >= 0) and np.all(x[exps] <= EXP_MAX):
             return x  # E = e^e may sit below the grid's bound: E near 0 is a legitimate end point
@@ -335,8 +338,9 @@ def refit_sigmoid(fit: SigmoidFit, loss: np.ndarray, acc: np.ndarray) -> np.ndar
     curve = fit.curve
     lo, hi = curve.bounds(loss)
     try:
-        x, _, _, _, status = leastsq(lambda p: curve(p, loss) - acc, fit.p, Dfun=lambda p: curve.jac(p, loss),
-                                     full_output=True, maxfev=400)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            x, status = leastsq(lambda p: curve(p, loss) - acc, fit.p, Dfun=lambda p: curve.jac(p, loss), maxfev=400)
         if status in (1, 2, 3, 4) and np.all(np.isfinite(x)) and np.all(x >= lo) and np.all(x <= hi):
             return x
         r = least_squares(lambda p: curve(p, loss) - acc, np.clip(fit.p, lo, hi), jac=lambda p: curve.jac(p, loss),
