@@ -15,10 +15,9 @@ import pytest
 from test_cli import run_cli  # the command as a user runs it: exit status and one line of output
 
 from codestage.errors import ConfigError, DataError
-from codestage.resources import bundled
 from codestage.study.ladder.fit import FitSettings, fit_ladder, parse_target
 from codestage.study.ladder.law import Law, LawData, fit_law, fit_sigmoid, huber, log_law, natural
-from codestage.study.ladder.points import load_points
+from codestage.study.ladder.points import EXAMPLE_POINTS, load_points
 from codestage.study.ladder.simulate import TrueLaw, simulate_rows, write_rows
 
 TARGET = (2.6e9, 4.2e10)
@@ -62,7 +61,7 @@ def test_step1_reproduces_the_published_chinchilla_refit() -> None:
     """The shipped example (Hoffmann et al.'s Figure 4 points as extracted by Besiroglu et al. 2024)
     without its 5 highest-loss points (their 240-point fit) gives their estimates E = 1.8172,
     A = 482.01, B = 2085.43, alpha = 0.3478, beta = 0.3658, and a Huber loss no worse than theirs."""
-    pts = load_points(bundled("ladder", "chinchilla_besiroglu2024.csv"))
+    pts = load_points(EXAMPLE_POINTS)
     assert pts.params_kind == "total" and len(pts.loss) == 245
     keep = np.sort(np.argsort(-pts.loss)[5:])
     data = LawData.build(pts.params[keep], pts.tokens[keep], pts.loss[keep])
@@ -152,7 +151,7 @@ def test_backtest_errors_match_a_known_deviation(tmp_path) -> None:
     pts = load_points(write_rows(rows, tmp_path / "bt.csv"))
     doc = fit_ladder(pts, FitSettings(bootstrap=0, holdout="largest", workers=1))
     bt = doc["tasks"]["t"]["backtest"]
-    assert sorted(doc["holdout"]["runs"]) == sorted({r["run"] for r in rows if r["params"] == 8e7})
+    assert doc["holdout"]["runs"] == sorted({f"{r['arm']}/{r['run']}" for r in rows if r["params"] == 8e7})
     for arm, law in (("NL", NL), ("CODE", CODE)):
         cases = bt["arms"][arm]["held_out"]
         assert len(cases) == 2  # the two budgets' final checkpoints
@@ -183,10 +182,18 @@ def test_shared_and_per_arm_exponents_residual_resampling_all_checkpoints(tmp_pa
     assert alone["NL"]["step1"]["params"]["alpha"] != alone["CODE"]["step1"]["params"]["alpha"]
 
 
-def test_holdout_by_params_value_and_unknown_rung(tmp_path) -> None:
-    pts = load_points(small_ladder(tmp_path))
+def test_holdout_by_params_value_run_id_and_unknown_rung(tmp_path) -> None:
+    """Run ids may repeat across arms (the same rung trained on each recipe): a run is (arm, run)."""
+    rows = simulate_rows({("NL", "logic"): NL, ("CODE", "logic"): CODE}, [5e6, 1e7, 2e7, 4e7], [10, 40],
+                         [0.5, 1.0], noise=0.01, seed=2)
+    for r in rows:
+        r["run"] = r["run"].split("-", 1)[1]  # "NL-5e+06-10x" -> "5e+06-10x" in both arms
+    pts = load_points(write_rows(rows, tmp_path / "shared_ids.csv"))
     doc = fit_ladder(pts, FitSettings(bootstrap=0, holdout="2e7", workers=1))
     assert {c["params"] for c in doc["tasks"]["logic"]["backtest"]["arms"]["NL"]["held_out"]} == {2e7}
+    assert doc["tasks"]["logic"]["predictability"]["runs"] == 16
+    doc = fit_ladder(pts, FitSettings(bootstrap=0, holdout="4e+07-40x", workers=1))
+    assert doc["holdout"]["runs"] == ["CODE/4e+07-40x", "NL/4e+07-40x"]
     with pytest.raises(ConfigError, match="no rung with that params value"):
         fit_ladder(pts, FitSettings(bootstrap=0, holdout="3e7", workers=1))
 
@@ -324,6 +331,7 @@ def test_ladder_fit_and_report_end_to_end(tmp_path, monkeypatch, capsys) -> None
             d = e["difference"][key]
             assert d["ci95"] is not None and 0 < d["p_value"] <= 1
         assert e["predictability"]["last"] == 3 and e["predictability"]["runs"] == 16
+        assert e["predictability"]["largest_run"]["run"].endswith("4e+07-40x")
         assert e["backtest"]["arms"]["NL"]["held_out"]
     report = (out / "report.md").read_text()
     assert "| logic | logic |" in report and "paper NL" in report and "45.45" in report
@@ -339,7 +347,7 @@ def test_ladder_fit_and_report_end_to_end(tmp_path, monkeypatch, capsys) -> None
 
 
 def test_one_arm_fit_without_difference(tmp_path) -> None:
-    pts = load_points(bundled("ladder", "chinchilla_besiroglu2024.csv"))
+    pts = load_points(EXAMPLE_POINTS)
     doc = fit_ladder(pts, FitSettings(arms=("chinchilla",), bootstrap=0, target=(70e9, 1.4e12), workers=1))
     entry = doc["tasks"]["massivetext"]
     assert "difference" not in entry and doc["difference"] is None

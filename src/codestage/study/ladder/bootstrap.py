@@ -107,15 +107,19 @@ def _residual_setup(p: TaskProblem):
     return s1, s2
 
 
-def _draw_runs(p: TaskProblem, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def _runs_by_arm(p: TaskProblem) -> list[list[np.ndarray]]:
+    """For each arm, the row indices of each of its runs."""
+    out = []
+    for arm in range(len(p.arms)):
+        mine = np.flatnonzero(p.group == arm)
+        out.append([mine[p.run[mine] == r] for r in np.unique(p.run[mine])])
+    return out
+
+
+def _draw_runs(p: TaskProblem, runs: list[list[np.ndarray]], rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """Rows of runs drawn with replacement within each arm; redrawn while a unit is unidentifiable."""
     for attempt in range(_MAX_REDRAWS):
-        rows = []
-        for arm in range(len(p.arms)):
-            runs = np.unique(p.run[p.group == arm])
-            for r in runs[rng.integers(0, len(runs), len(runs))]:
-                rows.append(np.flatnonzero((p.run == r) & (p.group == arm)))
-        rows = np.concatenate(rows)
+        rows = np.concatenate([arm_runs[i] for arm_runs in runs for i in rng.integers(0, len(arm_runs), len(arm_runs))])
         ok = True
         for unit in p.units:
             s1 = _unit_rows(p, unit, rows[p.step1[rows]])
@@ -144,6 +148,7 @@ def run_task(p: TaskProblem) -> TaskDraws:
         item_acc = p.items.accuracies(counts)
     s1_pool, s2_pool = _residual_setup(p) if p.resample == "residuals" else ({}, {})
     all_rows = np.arange(len(p.group))
+    runs = _runs_by_arm(p) if p.resample == "runs" else []
     n_target, d_target = p.target
     for b in range(p.n_boot):
         loss_b = p.loss.copy()
@@ -153,7 +158,7 @@ def run_task(p: TaskProblem) -> TaskDraws:
             if item_acc is not None:
                 acc_b[p.items.rows] = item_acc[b]
         if p.resample == "runs":
-            rows, extra = _draw_runs(p, rng)
+            rows, extra = _draw_runs(p, runs, rng)
             redraws += extra
         else:
             rows = all_rows

@@ -246,9 +246,11 @@ def _predict(tf: _TaskFit, arm: int, target: tuple[float, float]) -> tuple[float
 
 
 # ---------------------------------------------------------------- backtest
-def _holdout_runs(points: Points, spec: str, arms: tuple[str, ...]) -> set[str]:
+def _holdout_runs(points: Points, spec: str, arms: tuple[str, ...]) -> set[tuple[str, str]]:
+    """The (arm, run) pairs a --holdout spec names: 'largest', params values, run ids (comma list)."""
     rows = np.flatnonzero(np.isin(points.arm, arms))
-    held: set[str] = set()
+    pairs = set(zip(points.arm[rows].tolist(), points.run[rows].tolist()))
+    held: set[tuple[str, str]] = set()
     for token in (t.strip() for t in spec.split(",")):
         if not token:
             continue
@@ -256,9 +258,9 @@ def _holdout_runs(points: Points, spec: str, arms: tuple[str, ...]) -> set[str]:
             for arm in arms:
                 mine = rows[points.arm[rows] == arm]
                 top = points.params[mine].max()
-                held |= set(points.run[mine][points.params[mine] == top].tolist())
-        elif token in set(points.run[rows].tolist()):
-            held.add(token)
+                held |= {(arm, r) for r in points.run[mine][points.params[mine] == top].tolist()}
+        elif any(r == token for _, r in pairs):
+            held |= {(a, r) for a, r in pairs if r == token}
         else:
             try:
                 value = float(token)
@@ -269,12 +271,12 @@ def _holdout_runs(points: Points, spec: str, arms: tuple[str, ...]) -> set[str]:
                 rungs = ", ".join(f"{v:g}" for v in sorted(set(points.params[rows].tolist())))
                 raise ConfigError(f"--holdout {token!r}: no rung with that params value or run id "
                                   f"(params: {rungs}; or 'largest'{'; or a run id' if points.has_runs else ''})")
-            held |= set(points.run[match].tolist())
+            held |= set(zip(points.arm[match].tolist(), points.run[match].tolist()))
     return held
 
 
-def _backtest_task(points: Points, task: str, rows: np.ndarray, held: set[str], s: FitSettings) -> dict[str, Any]:
-    is_held = np.isin(points.run[rows], list(held))
+def _backtest_task(points: Points, task: str, rows: np.ndarray, held: set[tuple[str, str]], s: FitSettings) -> dict[str, Any]:
+    is_held = np.array([(a, r) in held for a, r in zip(points.arm[rows], points.run[rows])], dtype=bool)
     if not is_held.any():
         return {"why": "no held-out run has this task"}
     tf = _fit_task(points, task, rows[~is_held], s, strict=False)
@@ -321,17 +323,18 @@ def _backtest_task(points: Points, task: str, rows: np.ndarray, held: set[str], 
 
 # ---------------------------------------------------------------- predictability
 def _predictability(points: Points, rows: np.ndarray, last: int) -> dict[str, Any]:
+    """Spread of loss and accuracy over each run's last checkpoints (Bhagia et al.), both arms pooled."""
     runs = {}
-    for r in sorted(set(points.run[rows].tolist())):
-        idx = rows[points.run[rows] == r]
+    for arm, r in sorted(set(zip(points.arm[rows].tolist(), points.run[rows].tolist()))):
+        idx = rows[(points.arm[rows] == arm) & (points.run[rows] == r)]
         if len(idx) < 2:
             continue
         idx = idx[np.argsort(points.order[idx])][-last:]
         acc = points.accuracy[idx]
-        runs[r] = {"params": float(points.params[idx[0]]), "tokens": float(points.tokens[idx[-1]]),
-                   "checkpoints": int(len(idx)), "loss_std": float(np.std(points.loss[idx], ddof=1)),
-                   "loss_rel_std": float(np.std(points.loss[idx], ddof=1) / np.mean(points.loss[idx])),
-                   "accuracy_std": _f(np.std(acc, ddof=1)) if np.isfinite(acc).all() else None}
+        runs[f"{arm}/{r}"] = {"params": float(points.params[idx[0]]), "tokens": float(points.tokens[idx[-1]]),
+                              "checkpoints": int(len(idx)), "loss_std": float(np.std(points.loss[idx], ddof=1)),
+                              "loss_rel_std": float(np.std(points.loss[idx], ddof=1) / np.mean(points.loss[idx])),
+                              "accuracy_std": _f(np.std(acc, ddof=1)) if np.isfinite(acc).all() else None}
     if not runs:
         return {"why": "one point per run: predictability needs each run's last checkpoints (columns run and step or fraction)"}
     largest = max(runs, key=lambda r: runs[r]["params"] * runs[r]["tokens"])
@@ -436,7 +439,7 @@ def fit_ladder(points: Points, settings: FitSettings) -> dict[str, Any]:
             entry["bootstrap_redraws"] = d.redraws
         doc["tasks"][task] = entry
     if s.holdout:
-        doc["holdout"] = {"spec": s.holdout, "runs": sorted(held)}
+        doc["holdout"] = {"spec": s.holdout, "runs": sorted(f"{a}/{r}" for a, r in held)}
     return doc
 
 

@@ -187,19 +187,23 @@ class LawFit:
         return log_law(p, np.log(params), np.log(tokens))[0]
 
 
+def _distinct(*cols: np.ndarray) -> int:
+    return len(np.unique(np.round(np.column_stack(cols), 9), axis=0)) if len(cols[0]) else 0
+
+
 def check_identifiable(data: LawData, law: Law) -> tuple[int | None, str] | None:
     """(group, why) when the law cannot be fitted to these points (group None: the whole fit), else None."""
     need = N_LAW if not law.shared else 3
     for g in range(law.groups):
         m = data.group == g
-        design = {(round(a, 9), round(b, 9)) for a, b in zip(data.u[m], data.v[m])}
-        if len(design) < need:
-            return g, f"{len(design)} distinct (params, tokens) points; the law needs at least {need}"
-        if len(set(np.round(data.u[m], 9))) < 2:
+        design = _distinct(data.u[m], data.v[m])
+        if design < need:
+            return g, f"{design} distinct (params, tokens) points; the law needs at least {need}"
+        if _distinct(data.u[m]) < 2:
             return g, "every point has the same params, so A / N^alpha cannot be told from E"
-        if len(set(np.round(data.v[m], 9))) < 2:
+        if _distinct(data.v[m]) < 2:
             return g, "every point has the same tokens, so B / D^beta cannot be told from E"
-    if law.shared and len({(g, round(a, 9), round(b, 9)) for g, a, b in zip(data.group, data.u, data.v)}) < law.n_params:
+    if law.shared and _distinct(data.group.astype(np.float64), data.u, data.v) < law.n_params:
         return None, f"fewer distinct points than the {law.n_params} parameters of the shared-exponent law"
     return None
 

@@ -29,11 +29,13 @@ import numpy as np
 
 from codestage.errors import DataError
 from codestage.hashing import sha256_file
+from codestage.resources import DATA_DIR
 
 REQUIRED = ("arm", "task", "params", "tokens", "loss")
 OPTIONAL = ("accuracy", "chance", "run", "step", "checkpoint", "fraction", "n_items", "params_kind",
             "items", "item_losses", "item_bits", "item_bytes", "item_correct")
 PARAMS_KINDS = ("non_embedding", "total")
+EXAMPLE_POINTS = DATA_DIR.parent / "ladder" / "chinchilla_besiroglu2024.csv"  # a published ladder (SOURCE.md beside it)
 _REL_TOL = 1e-4  # a row's loss/accuracy against the mean of its per-item values (rounded CSV cells)
 
 
@@ -399,12 +401,12 @@ def load_points(path: Path | str) -> Points:
         seen[key] = r.line
 
     final = np.zeros(n, dtype=bool)
-    run_params: dict[str, tuple[float, int]] = {}
+    run_params: dict[tuple[str, str], tuple[float, int]] = {}
     for i in range(n):
-        first = run_params.setdefault(run[i], (params[i], line[i]))
+        first = run_params.setdefault((arm[i], run[i]), (params[i], line[i]))
         if first[0] != params[i]:
-            raise _err(path, line[i], "params", f"run {run[i]!r} has params {first[0]:g} at line {first[1]}; "
-                       "one run, one model size")
+            raise _err(path, line[i], "params", f"arm {arm[i]}, run {run[i]!r} has params {first[0]:g} at line "
+                       f"{first[1]}; one run, one model size")
     groups: dict[tuple, list[int]] = {}
     for i in range(n):
         groups.setdefault((arm[i], task[i], run[i]), []).append(i)
