@@ -66,9 +66,8 @@ class TaskProblem:
 class TaskDraws:
     """B predictions per arm (NaN where a refit failed) and what happened."""
 
-    loss: np.ndarray           # (arms, B)
-    accuracy: np.ndarray       # (arms, B)
-    failed: np.ndarray         # (arms,) replicates whose step-1 refit failed
+    loss: np.ndarray           # (arms, B), NaN where the step-1 refit failed
+    accuracy: np.ndarray       # (arms, B), NaN where a refit failed or step 2 is absent
     redraws: int
 
 
@@ -138,7 +137,6 @@ def run_task(p: TaskProblem) -> TaskDraws:
     n_arms = len(p.arms)
     out_loss = np.full((n_arms, p.n_boot), np.nan)
     out_acc = np.full((n_arms, p.n_boot), np.nan)
-    failed = np.zeros(n_arms, dtype=np.int64)
     redraws = 0
     item_loss = item_acc = None
     if p.items is not None:
@@ -174,10 +172,8 @@ def run_task(p: TaskProblem) -> TaskDraws:
                     y[idx] += res[rng.integers(0, len(res), len(res))]
             data = LawData.build(p.params[s1], p.tokens[s1], np.exp(y), _local_group(unit, p.group[s1]))
             theta = refit_law(unit.fit, data, y, p.delta)
-            for j, arm in enumerate(unit.arms):
-                if theta is None:
-                    failed[arm] += 1
-                else:
+            if theta is not None:
+                for j, arm in enumerate(unit.arms):
                     pred_loss[arm] = np.exp(log_predict(unit.fit.law, theta, n_target, d_target, j))
         for arm, sig in enumerate(p.sigmoids):
             out_loss[arm, b] = pred_loss[arm]
@@ -193,4 +189,4 @@ def run_task(p: TaskProblem) -> TaskDraws:
             q = refit_sigmoid(sig, x, y2)
             if q is not None:
                 out_acc[arm, b] = float(np.clip(sig.curve(q, pred_loss[arm]), 0.0, 1.0))
-    return TaskDraws(out_loss, out_acc, failed, redraws)
+    return TaskDraws(out_loss, out_acc, redraws)

@@ -7,6 +7,7 @@ Nothing here knows how the points were made: `fit_ladder(load_points(path), FitS
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -406,7 +407,7 @@ def fit_ladder(points: Points, settings: FitSettings) -> dict[str, Any]:
         tf = fits[task]
         rows = _task_rows(points, task, s.arms)
         d = draws[k] if draws else None
-        entry: dict[str, Any] = {"arms": {}}
+        entry: dict[str, Any] = {"chance": points.chance.get(task), "arms": {}}
         point_preds = {}
         for a, arm in enumerate(s.arms):
             rep = _arm_report(points, tf, a, rows)
@@ -417,8 +418,8 @@ def fit_ladder(points: Points, settings: FitSettings) -> dict[str, Any]:
             observed = tf.problem.loss[(tf.problem.group == a) & tf.problem.step1]
             pred["loss_below_ladder"] = bool(loss < observed.min())
             if d is not None:
-                pred["loss_ci95"], fail_l = _ci(d.loss[a])
-                pred["bootstrap"] = {"replicates": s.bootstrap, "failed": int(d.failed[a])}
+                pred["loss_ci95"], failed = _ci(d.loss[a])
+                pred["bootstrap"] = {"replicates": s.bootstrap, "failed": failed}
                 if acc is not None:
                     pred["accuracy_ci95"], fail_a = _ci(d.accuracy[a])
                     pred["bootstrap"]["accuracy_failed"] = fail_a
@@ -464,8 +465,6 @@ def _difference(preds: dict[int, tuple[float, float | None]], d: TaskDraws | Non
 
 def write_fit(doc: dict[str, Any], out: Path) -> Path:
     """DIR/fit.json, atomically; refuses NaN (every missing number is null with a reason)."""
-    import json
-
     json.dumps(doc, allow_nan=False)  # raises ValueError on NaN/inf: a bug, not bad input
     path = Path(out) / "fit.json"
     write_json(path, doc)

@@ -127,7 +127,7 @@ def _plot_accuracy(task: str, entry: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     notes = []
     lo_all, hi_all = np.inf, -np.inf
-    chance = None
+    chance = entry.get("chance")
     for k, (arm, rep) in enumerate(entry["arms"].items()):
         color = _COLORS[k % len(_COLORS)]
         pts = [p for p in rep["points"] if p["accuracy"] is not None]
@@ -139,9 +139,8 @@ def _plot_accuracy(task: str, entry: dict, path: Path) -> None:
         pred = rep["prediction"]
         lo_all = min(lo_all, pred["loss"])
         if rep["step2"] is None:
-            notes.append(f"{arm}: no sigmoid: {rep['step2_why']}")
+            notes.append(f"{arm}: no sigmoid: {rep['step2_why'].split(';')[0]}")
             continue
-        chance = rep["step2"]["chance"]
         grid = np.linspace(min(lo_all, pred["loss"]) * 0.95, hi_all * 1.02, 200)
         ax.plot(grid, _sigmoid(rep["step2"]["params"], grid), color=color, lw=1.5)
         lci, aci = pred.get("loss_ci95"), pred.get("accuracy_ci95")
@@ -155,7 +154,7 @@ def _plot_accuracy(task: str, entry: dict, path: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.set_title(f"{task}: accuracy vs loss; target prediction (*)", fontsize=10)
     if notes:
-        ax.text(0.01, 0.01, "\n".join(n[:110] for n in notes), transform=ax.transAxes, fontsize=6, va="bottom")
+        ax.text(0.01, 0.01, "\n".join(notes), transform=ax.transAxes, fontsize=6, va="bottom")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
