@@ -131,7 +131,7 @@ def _read_settings(lines: list[str]) -> tuple[dict[str, str], int]:
     return settings, i
 
 
-def _read_csv(path: Path, text: str) -> tuple[list[_Row], list[str], dict[str, str]]:
+def _read_csv(path: Path, text: str) -> tuple[list[_Row], list[str], dict[str, str], str]:
     lines = text.splitlines()
     settings, start = _read_settings(lines)
     reader = csv.reader(lines[start:])
@@ -149,10 +149,10 @@ def _read_csv(path: Path, text: str) -> tuple[list[_Row], list[str], dict[str, s
         row = _Row({h: v.strip() for h, v in zip(header, values) if v.strip() != ""})
         row.line = line
         rows.append(row)
-    return rows, header, settings
+    return rows, header, settings, f"line {start + 1}"
 
 
-def _read_jsonl(path: Path, text: str) -> tuple[list[_Row], list[str], dict[str, str]]:
+def _read_jsonl(path: Path, text: str) -> tuple[list[_Row], list[str], dict[str, str], str]:
     lines = text.splitlines()
     settings, start = _read_settings(lines)
     rows: list[_Row] = []
@@ -171,7 +171,7 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[_Row], list[str], dict[str,
         row.line = i + 1
         rows.append(row)
         columns.extend(k for k in obj if k not in columns)
-    return rows, columns, settings
+    return rows, columns, settings, "no row has it"
 
 
 def _number(path: Path, row: _Row, column: str, *, positive: bool = False, unit: bool = False) -> float:
@@ -338,11 +338,13 @@ def load_points(path: Path | str) -> Points:
     if suffix not in (".csv", ".jsonl"):
         raise DataError(f"{path}: POINTS must be .csv or .jsonl, got {suffix or 'no extension'!r}")
     text = path.read_text(encoding="utf-8")
-    rows, columns, settings = (_read_csv if suffix == ".csv" else _read_jsonl)(path, text)
+    rows, columns, settings, header_at = (_read_csv if suffix == ".csv" else _read_jsonl)(path, text)
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        raise DataError(f"{path}: line 1: missing column{'s' if len(missing) > 1 else ''} "
-                        f"{', '.join(repr(c) for c in missing)} (have: {', '.join(columns) or 'none'})")
+        where = f"{header_at}: " if header_at.startswith("line") else ""
+        why = "" if where else f" ({header_at})"
+        raise DataError(f"{path}: {where}missing column{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(repr(c) for c in missing)}{why} (have: {', '.join(columns) or 'none'})")
     if not rows:
         raise DataError(f"{path}: no rows")
     ignored = tuple(c for c in columns if c not in REQUIRED and c not in OPTIONAL)
