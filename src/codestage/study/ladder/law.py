@@ -13,7 +13,7 @@ al. write the same curve as a / (1 + e^(-k (L - L0))) + b with k = -s.
 
 Refits inside the bootstrap start from the full fit: MINPACK's Levenberg-Marquardt on the same
 Huber objective (written as squared residuals psi(r) with psi^2 = 2 rho(r)), falling back to the
-bounded trust-region method when it leaves the bounds.
+bounded trust-region method when an exponent leaves [0, EXP_MAX] or it does not converge.
 """
 
 from __future__ import annotations
