@@ -11,9 +11,10 @@ Step 2 (Bhagia et al. 2024): accuracy = b + a / (1 + exp(s (L - L0))), s > 0, so
 from a + b towards b (the chance level when known, then fixed) as the task loss grows. Bhagia et
 al. write the same curve as a / (1 + e^(-k (L - L0))) + b with k = -s.
 
-Refits inside the bootstrap start from the full fit: MINPACK's Levenberg-Marquardt on the same
-Huber objective (written as squared residuals psi(r) with psi^2 = 2 rho(r)), falling back to the
-bounded trust-region method when an exponent leaves [0, EXP_MAX] or it does not converge.
+Refits inside the bootstrap start from the full fit (with E kept away from 0, see `refit_start`):
+MINPACK's Levenberg-Marquardt on the same Huber objective (written as squared residuals psi(r) with
+psi^2 = 2 rho(r), `HuberPsi`), falling back to the bounded trust-region method when an exponent
+leaves [0, EXP_MAX] or it does not converge.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ class LawFit:
 
 
 def _distinct(*cols: np.ndarray) -> int:
-    return len(np.unique(np.round(np.column_stack(cols), 9), axis=0)) if len(cols[0]) else 0
+    """Distinct rows of the columns, rounded to 9 decimals (a set: the bootstrap asks this per draw)."""
+    return len(set(zip(*(np.round(c, 9).tolist() for c in cols))))
 
 
 def check_identifiable(data: LawData, law: Law) -> tuple[int | None, str] | None:
@@ -225,38 +227,102 @@ def fit_law(data: LawData, law: Law, delta: float = HUBER_DELTA) -> LawFit:
     return LawFit(law, r.x, cost, len(starts), bool(r.status > 0))
 
 
+class HuberPsi:
+    """Step-1 residuals rewritten for MINPACK, with their Jacobian, for one set of points.
+
+    MINPACK minimises a plain sum of squares, so each log residual r becomes psi(r) with
+    psi^2 = 2 Huber(r): psi = r inside [-delta, delta], sign(r) sqrt(2 delta |r| - delta^2) outside.
+    The sum of squares is then exactly the Huber loss that `fit_law` minimises. MINPACK asks for the
+    function and the Jacobian at the same point, so both are computed in one pass and kept.
+    """
+
+    def __init__(self, law: Law, data: LawData, y: np.ndarray, delta: float) -> None:
+        self.cols = law.pos[data.group]                  # (n, 5) columns of theta per point
+        self.rows = np.arange(len(y))[:, None]
+        self.shape = (len(y), law.n_params)
+        self.u, self.v, self.y, self.delta = data.u, data.v, y, delta
+        self._at = b""
+
+    def _evaluate(self, theta: np.ndarray) -> None:
+        key = theta.tobytes()
+        if key == self._at:
+            return
+        p = theta[self.cols]
+        z1 = p[:, 0] - p[:, 3] * self.u                   # log L = LSE(z1, z2, z3), as in `log_law`
+        z2 = p[:, 1] - p[:, 4] * self.v
+        z3 = p[:, 2]
+        m = np.maximum(np.maximum(z1, z2), z3)
+        e1, e2, e3 = np.exp(z1 - m), np.exp(z2 - m), np.exp(z3 - m)
+        total = e1 + e2 + e3
+        r = m + np.log(total) - self.y
+        d = self.delta
+        outside = np.abs(r) > d
+        root = np.sqrt(np.where(outside, 2.0 * d * np.abs(r) - d * d, 1.0))
+        self.psi = np.where(outside, np.copysign(root, r), r)
+        scale = np.where(outside, d / root, 1.0) / total   # d psi / d r, over the sum of the three terms
+        local = np.empty((len(r), N_LAW))                  # d psi / d (log A, log B, log E, alpha, beta)
+        local[:, 0] = e1 * scale
+        local[:, 1] = e2 * scale
+        local[:, 2] = e3 * scale                           # not 1 - the others: E near 0 needs its own digits
+        local[:, 3] = -self.u * local[:, 0]
+        local[:, 4] = -self.v * local[:, 1]
+        self.jacobian = np.zeros(self.shape)
+        self.jacobian[self.rows, self.cols] = local
+        self._at = key
+
+    def fun(self, theta: np.ndarray) -> np.ndarray:
+        self._evaluate(theta)
+        return self.psi
+
+    def jac(self, theta: np.ndarray) -> np.ndarray:
+        self._evaluate(theta)
+        return self.jacobian
+
+
+E_FLOOR = 5.0  # refits start with log E >= log(smallest loss) - E_FLOOR
+
+
+def refit_start(fit: LawFit, y: np.ndarray) -> np.ndarray:
+    """The full fit's parameters with E raised to at least e^-5 of the smallest loss.
+
+    A full fit may end with E near 0 (log E near -20): the Jacobian's E column then all but
+    vanishes, MINPACK scales that variable by the column's tiny norm, its first steps jump absurdly
+    far and are rejected until the step bound falls below xtol, and it reports convergence at the
+    start without having moved. On the bench ladder (bench/ladder_fit.py, its first task) that
+    happened in a third of the replicates, which then repeated the full fit and made the intervals
+    too narrow. Starting from a small positive E avoids it; a replicate can still end at E = 0.
+    """
+    x0 = np.array(fit.theta, dtype=np.float64)
+    e = fit.law.pos[:, 2]
+    x0[e] = np.maximum(x0[e], float(np.min(y)) - E_FLOOR)
+    return x0
+
+
 def refit_law(fit: LawFit, data: LawData, y: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray | None:
-    """One refit to new log losses `y` from the full fit's parameters; None if it fails."""
-    res, jac = _residuals(fit.law, data, y)
-    lo, hi = fit.law.bounds(float(max(y.max(), data.y.max())))
+    """One refit to new log losses `y`, started from the full fit; None if it fails.
 
-    last: dict[str, np.ndarray] = {}
-
-    def scaled(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """psi(r) with psi^2 = 2 Huber(r), and d psi / d r, cached for the Jacobian call that follows."""
-        if "x" not in last or not np.array_equal(last["x"], theta):
-            r = res(theta)
-            a = np.abs(r)
-            root = np.sqrt(np.maximum(2.0 * delta * a - delta * delta, delta * delta))
-            inside = a <= delta
-            last.update(x=theta.copy(), psi=np.where(inside, r, np.sign(r) * root), d=np.where(inside, 1.0, delta / root))
-        return last["psi"], last["d"]
-
-    def psi(theta: np.ndarray) -> np.ndarray:
-        return scaled(theta)[0]
-
-    def psi_jac(theta: np.ndarray) -> np.ndarray:
-        return jac(theta) * scaled(theta)[1][:, None]
-
+    MINPACK's Levenberg-Marquardt on the Huber objective (`HuberPsi`), unbounded because it is
+    several times faster than the bounded trust-region method; its end point is kept when it
+    converged with the exponents inside [0, EXP_MAX] (log E may run below its bound: E near 0 is a
+    legitimate end point). Otherwise the bounded trust-region fit of `fit_law` finishes the job:
+    from where Levenberg-Marquardt stopped when it ran out of steps with the exponents in range
+    (mostly a replicate whose E creeps towards 0 at an unchanged loss, which the bound on log E
+    stops), from the start when an exponent left its range (the bounded minimum lies elsewhere).
+    """
+    x0 = refit_start(fit, y)
+    psi = HuberPsi(fit.law, data, y, delta)
     try:
-        with warnings.catch_warnings():  # a refit that stops short is redone below, not reported twice
+        with warnings.catch_warnings():  # a refit that stops short is finished below, not reported twice
             warnings.simplefilter("ignore", RuntimeWarning)
-            x, status = leastsq(psi, fit.theta, Dfun=psi_jac, maxfev=400)
-        exps = fit.law.pos[:, 3:]
-        if status in (1, 2, 3, 4) and np.all(np.isfinite(x)) and np.all(x[exps] >= 0) and np.all(x[exps] <= EXP_MAX):
-            return x  # E = e^e may sit below the grid's bound: E near 0 is a legitimate end point
-        r = least_squares(res, np.clip(fit.theta, lo, hi), jac=jac, bounds=(lo, hi), loss="huber", f_scale=delta,
-                          x_scale="jac", max_nfev=500)
+            x, status = leastsq(psi.fun, x0, Dfun=psi.jac, maxfev=400)
+        exps = x[fit.law.pos[:, 3:]]
+        in_range = bool(np.all(np.isfinite(x)) and np.all(exps >= 0) and np.all(exps <= EXP_MAX))
+        if in_range and status in (1, 2, 3, 4):
+            return x
+        res, jac = _residuals(fit.law, data, y)
+        lo, hi = fit.law.bounds(float(max(y.max(), data.y.max())))
+        r = least_squares(res, np.clip(x if in_range else x0, lo, hi), jac=jac, bounds=(lo, hi), loss="huber",
+                          f_scale=delta, x_scale="jac", max_nfev=1000, ftol=1e-10, xtol=1e-10)
         return r.x if r.status > 0 else None
     except (ValueError, np.linalg.LinAlgError):
         return None
