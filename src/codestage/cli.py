@@ -199,6 +199,8 @@ tasks_app = typer.Typer(no_args_is_help=True, help="The evaluation tasks: list t
 app.add_typer(tasks_app, name="tasks")
 from codestage.cli_data import data_app  # noqa: E402
 app.add_typer(data_app, name="data")
+from codestage.cli_ladder import ladder_app  # noqa: E402
+app.add_typer(ladder_app, name="ladder")
 
 
 @tasks_app.command("list")
