@@ -7,10 +7,10 @@
     StudyResults   the study's results.json: {"runs": {RUN: RunResults}, "config", "paper"}
     Comparison     `codestage compare`: per task A - B with its paired 95% interval and p-value
 
-The JSON form is the documented file format. A field is written when it was given, even as null,
-and left out when it was not (a missing task has no `chance`, an evaluated code task has
-`"chance": null`), so files round-trip unchanged; unknown fields are kept, so a file written by a
-newer version reads and writes back whole.
+The JSON form is the documented file format, fields in the order the files have always had. A
+field is written when it was given, even as null, and left out when it was not (a missing task has
+no `chance`, an evaluated code task has `"chance": null`), so files round-trip unchanged; unknown
+fields are kept, so a file written by a newer version reads and writes back whole.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class Subsample(Record):
 
 
 class TaskResult(Record):
-    """One task on one model. `value` is null (with `missing` saying why) when the data is absent."""
+    """One task on one model. `value` is null (with `missing` saying why) when the data is absent.
+    Fields are declared in the order results.json has always listed a domain's cell."""
 
     task: str
     domain: str | None = None  # absent in a study's cells, which are keyed by domain
@@ -84,10 +85,11 @@ class TaskResult(Record):
     value: float | None = None
     n: int = 0
     ci95: list[float] | None = None
+    missing: str | None = None
+    subsample: Subsample | None = None
     chance: float | None = None
     protocol: str | None = None
     shots: int | None = None
-    missing: str | None = None
     # multiple choice: signals that move before accuracy does
     gold_logprob: Continuous | None = None
     margin: Continuous | None = None
@@ -104,7 +106,6 @@ class TaskResult(Record):
     split: str | None = None
     paper_n: int | None = None
     limit: int | None = None
-    subsample: Subsample | None = None
     files: dict[str, str] | None = None
     data_sha256: str | None = None
     notes: list[str] | None = None
@@ -176,8 +177,16 @@ class Difference(Record):
     n: int
 
 
-class TaskComparison(Difference):
+class TaskComparison(Record):
+    """One task of a comparison: A - B on the task's metric, and the continuous signals beside it."""
+
     metric: str
+    n: int
+    a: float
+    b: float
+    diff: float
+    ci95: list[float]
+    p_value: float
     only_in_a: int = 0
     only_in_b: int = 0
     pass_at_1: Difference | None = Field(None, alias="pass@1")
