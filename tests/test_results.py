@@ -1,5 +1,6 @@
 """The typed records read the result files the study wrote (docs/results, a real GPU study) and write
-them back unchanged: one JSON form each, nulls kept, nothing dropped."""
+them back unchanged: one JSON form each, nulls kept, nothing dropped; a study's results.json and a
+comparison come back byte for byte (a model's eval results.json in another key order)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from codestage.atomic import write_json
 from codestage.errors import DataError
 from codestage.results import Comparison, EvalResults, HeldoutLoss, StudyResults
 
@@ -24,6 +26,14 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 def test_result_files_round_trip(record, path) -> None:
     raw = json.loads((RESULTS / path).read_text(encoding="utf-8"))
     assert record.read(RESULTS / path).to_json() == raw
+
+
+@pytest.mark.parametrize("record, path", [
+    (StudyResults, "seed0/results.json"), (StudyResults, "seed1/results.json"), (Comparison, "comparisons/CODE-NL_3seeds.json"),
+])
+def test_study_results_and_comparisons_write_back_byte_for_byte(tmp_path, record, path) -> None:
+    write_json(tmp_path / "out.json", record.read(RESULTS / path).to_json())
+    assert (tmp_path / "out.json").read_bytes() == (RESULTS / path).read_bytes()
 
 
 def test_typed_fields_of_a_study() -> None:

@@ -7,10 +7,10 @@
     StudyResults   the study's results.json: {"runs": {RUN: RunResults}, "config", "paper"}
     Comparison     `codestage compare`: per task A - B with its paired 95% interval and p-value
 
-The JSON form is the documented file format. A field is written when it was given, even as null,
-and left out when it was not (a missing task has no `chance`, an evaluated code task has
-`"chance": null`), so files round-trip unchanged; unknown fields are kept, so a file written by a
-newer version reads and writes back whole.
+The JSON form is the documented file format, fields in the order the files have always had. A
+field is written when it was given, even as null, and left out when it was not (a missing task has
+no `chance`, an evaluated code task has `"chance": null`), so files round-trip unchanged; unknown
+fields are kept, so a file written by a newer version reads and writes back whole.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class Subsample(Record):
 
 
 class TaskResult(Record):
-    """One task on one model. `value` is null (with `missing` saying why) when the data is absent."""
+    """One task on one model. `value` is null (with `missing` saying why) when the data is absent.
+    Fields are declared in the order results.json has always listed a domain's cell."""
 
     task: str
     domain: str | None = None  # absent in a study's cells, which are keyed by domain
@@ -84,10 +85,18 @@ class TaskResult(Record):
     value: float | None = None
     n: int = 0
     ci95: list[float] | None = None
+    missing: str | None = None
+    subsample: Subsample | None = None
     chance: float | None = None
     protocol: str | None = None
     shots: int | None = None
-    missing: str | None = None
+    # the split read (decided by the data present), its size, and the paper's
+    split: str | None = None  # its label, e.g. "validation" or "test, text-only"
+    split_source: str | None = None  # the file(s) the items came from
+    split_n: int | None = None  # items in the split before any limit or subsample
+    paper_split: str | None = None  # the split the paper scored (null: not in the paper)
+    paper_n: int | None = None
+    split_note: str | None = None  # one line: "validation, n=100 of 165; the paper's test n=335"
     # multiple choice: signals that move before accuracy does
     gold_logprob: Continuous | None = None
     margin: Continuous | None = None
@@ -100,15 +109,8 @@ class TaskResult(Record):
     exec_status: dict[str, int] | None = None
     sandbox: dict[str, Any] | None = None
     bits_per_byte: Interval | None = None
-    # what was evaluated: the split read (decided by the data present), its size, the paper's
-    split: str | None = None  # its label, e.g. "validation" or "test, text-only"
-    split_source: str | None = None  # the file(s) the items came from
-    split_n: int | None = None  # items in the split before any limit or subsample
-    paper_split: str | None = None  # the split the paper scored (null: not in the paper)
-    paper_n: int | None = None
-    split_note: str | None = None  # one line: "validation, n=100 of 165; the paper's test n=335"
+    # how much of it, from which files, and what to know about it
     limit: int | None = None
-    subsample: Subsample | None = None
     files: dict[str, str] | None = None
     data_sha256: str | None = None
     notes: list[str] | None = None
@@ -181,12 +183,19 @@ class Difference(Record):
     n: int
 
 
-class TaskComparison(Difference):
-    """One task: items paired by `paired_by` (item_hash, or doc_id for older items files); how many
-    were left out as only in A, only in B, or `conflicting` (same question, another answer or id)."""
+class TaskComparison(Record):
+    """One task of a comparison: A - B on the task's metric, and the continuous signals beside it.
+    Items are paired by `paired_by` (item_hash, or doc_id for older items files); how many were left
+    out as only in A, only in B, or `conflicting` (same question, another answer or id)."""
 
     metric: str
     split: str | None = None  # the split both sides' items came from (null: items files that name none)
+    n: int
+    a: float
+    b: float
+    diff: float
+    ci95: list[float]
+    p_value: float
     paired_by: str | None = None
     only_in_a: int = 0
     only_in_b: int = 0
