@@ -8,6 +8,8 @@ The ladder: 4 sizes (5M-40M parameters) x 2 token budgets (10 and 40 tokens/para
   fit        reading POINTS and fitting steps 1 and 2 for all 16 (arm, task) pairs, no bootstrap
   bootstrap  the same with --bootstrap replicates (refits of both steps per replicate, arm and task),
              minus the fit; and the time per refit of one arm and task
+  intervals  the width of the 95% interval of each target loss, relative to the prediction (a refit
+             that stops at its start narrows them: the check that the speed was not bought that way)
 """
 
 from __future__ import annotations
@@ -17,6 +19,20 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+
+
+def bench_rows() -> list[dict]:
+    """The bench ladder's POINTS rows (also used by bench/ladder_refit_methods.py)."""
+    from codestage.study.ladder.simulate import TrueLaw, simulate_rows
+
+    laws = {}
+    for i in range(8):
+        t = f"task{i}"
+        laws[("NL", t)] = TrueLaw(E=0.8 + 0.05 * i, A=200.0, B=400.0, alpha=0.34, beta=0.28, L0=3.3 + 0.05 * i, s=3.0)
+        laws[("CODE", t)] = TrueLaw(E=0.78 + 0.05 * i, A=200.0, B=380.0, alpha=0.34, beta=0.28, L0=3.3 + 0.05 * i, s=3.0)
+    return simulate_rows(laws, [5e6, 1e7, 2e7, 4e7], [10, 40], [0.25, 0.5, 0.75, 1.0], noise=0.01, n_items=400, seed=0)
 
 
 def main() -> None:
@@ -29,14 +45,9 @@ def main() -> None:
 
     from codestage.study.ladder.fit import FitSettings, fit_ladder
     from codestage.study.ladder.points import load_points
-    from codestage.study.ladder.simulate import TrueLaw, simulate_rows, write_rows
+    from codestage.study.ladder.simulate import write_rows
 
-    tasks = [f"task{i}" for i in range(8)]
-    laws = {}
-    for i, t in enumerate(tasks):
-        laws[("NL", t)] = TrueLaw(E=0.8 + 0.05 * i, A=200.0, B=400.0, alpha=0.34, beta=0.28, L0=3.3 + 0.05 * i, s=3.0)
-        laws[("CODE", t)] = TrueLaw(E=0.78 + 0.05 * i, A=200.0, B=380.0, alpha=0.34, beta=0.28, L0=3.3 + 0.05 * i, s=3.0)
-    rows = simulate_rows(laws, [5e6, 1e7, 2e7, 4e7], [10, 40], [0.25, 0.5, 0.75, 1.0], noise=0.01, n_items=400, seed=0)
+    rows = bench_rows()
     with tempfile.TemporaryDirectory() as tmp:
         path = write_rows(rows, Path(tmp) / "points.csv")
         common = dict(resample=args.resample, huber_delta=args.huber_delta, workers=args.workers)
@@ -49,13 +60,17 @@ def main() -> None:
     boot_s = total_s - fit_s
     refits = args.bootstrap * 16
     workers = args.workers or os.cpu_count() or 1
-    failed = sum(a["prediction"]["bootstrap"]["failed"] for e in doc["tasks"].values() for a in e["arms"].values())
+    preds = [a["prediction"] for e in doc["tasks"].values() for a in e["arms"].values()]
+    failed = sum(p["bootstrap"]["failed"] for p in preds)
+    widths = [(p["loss_ci95"][1] - p["loss_ci95"][0]) / p["loss"] for p in preds if p["loss_ci95"]]
     print(f"points: {len(rows)} (16 arm x task fits of 8 final + 32 checkpoint points), cores: {os.cpu_count()}, "
           f"workers: {min(workers, 8)}, resample: {args.resample}, huber delta: {args.huber_delta:g}")
     print(f"fit (no bootstrap): {fit_s:.2f} s")
     print(f"bootstrap: {args.bootstrap} replicates: {boot_s:.1f} s "
           f"({1e3 * boot_s * min(workers, 8) / refits:.2f} ms per arm-task refit of both steps per worker; "
           f"{failed} failed refits)")
+    print(f"95% interval of the target loss, width / prediction, over the 16 arm x task pairs: median "
+          f"{float(np.median(widths)):.3f}, range {min(widths):.3f}-{max(widths):.3f}")
 
 
 if __name__ == "__main__":

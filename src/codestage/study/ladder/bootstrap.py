@@ -9,12 +9,13 @@ Two ways to resample the ladder (`resample`):
 - `residuals`: the design (which sizes and budgets were trained) is kept and each replicate adds
   the fit's own centred residuals, drawn with replacement within each arm and inflated by
   sqrt(n / (n - p)) (a fixed-design bootstrap). On ladders of 8 runs per arm it covers the truth
-  less often than `runs` in simulation (docs/ladder.md), because a 5-parameter fit to 8 points
-  leaves residuals far smaller than the noise.
+  a little less often than `runs` in simulation (docs/ladder.md), because a 5-parameter fit to 8
+  points leaves residuals smaller than the noise.
 
 Where per-item data exists the items of a task are also resampled in every replicate (the same
 draw for every row and both arms: the evaluation set is shared, so the difference is paired), and
-each row's loss and accuracy are recomputed from them. Refits start from the full fit (one start).
+each row's loss and accuracy are recomputed from them. Refits start from the full fit (one start;
+`refit_law` and `refit_sigmoid`, docs/ladder.md "How the replicates are refitted").
 One task is one unit of work, so tasks can run in parallel processes.
 """
 
