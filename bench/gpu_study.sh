@@ -18,12 +18,13 @@ T0=$(date +%s)
 LIMIT=120 run 0 --only tokenizer --only store > "$LOGS/prep.log" 2>&1; echo "prep exit $? at $(( $(date +%s) - T0 ))s"
 for seed in 1 2; do mkdir -p $S/seed$seed && cp -r $S/seed0/tokenizer $S/seed0/stores $S/seed$seed/; done
 L=${CHAIN_LIMIT:-420}
+LIMIT=$L run 0 --only decontam > "$LOGS/decontam.log" 2>&1 &   # CPU only: training data vs eval items
 LIMIT=$L run 0 --only pretrain/NL --only instruct/NN --only instruct/NC --only eval/NL --only eval/NN --only eval/NC > "$LOGS/seed0_nl.log" 2>&1 &
 LIMIT=$L run 0 --only pretrain/CODE --only instruct/CC --only instruct/uniform --only instruct/stepwise_increase \
   --only eval/CODE --only eval/CC --only eval/uniform --only eval/stepwise_increase > "$LOGS/seed0_code.log" 2>&1 &
 for seed in 1 2; do LIMIT=$L run $seed --only pretrain --only eval/NL --only eval/CODE > "$LOGS/seed$seed.log" 2>&1 & done
 wait; echo "chains done at $(( $(date +%s) - T0 ))s"
-LIMIT=60 run 0 --only tokenizer --only store --only pretrain --only instruct --only eval > "$LOGS/seed0.log" 2>&1; echo "report 0 exit $?"
+LIMIT=60 run 0 --only tokenizer --only store --only decontam --only pretrain --only instruct --only eval > "$LOGS/seed0.log" 2>&1; echo "report 0 exit $?"
 for seed in 1 2; do LIMIT=30 run $seed --only tokenizer --only store --only pretrain --only eval/NL --only eval/CODE > "$LOGS/seed${seed}_report.log" 2>&1; echo "report $seed exit $?"; done
 tail -14 "$LOGS/seed0.log"
 tar czf "$OUTDIR/study.tar.gz" --exclude='*.safetensors' --exclude='tokens.bin' --exclude='checkpoint*' --exclude='*.npy' -C /tmp study
