@@ -87,6 +87,17 @@ def test_multiple_choice_gold_bits_by_hand(scorer: Scorer, task_name: str, proto
         assert len(item.gold) == 3 and not rec["correct"]
 
 
+def test_the_protocols_score_different_gold_texts(scorer: Scorer) -> None:
+    """paper: the question after the gold candidate; lm-eval: the gold choice text after the question."""
+    task, items, item = _item("logiqa_en", 181)
+    (g,) = item.gold
+    recs = {p: evaluate_choice_task(task, [item], items, scorer, protocol=p, shots=0, seed=0)[1][0] for p in ("paper", "lm-eval")}
+    assert recs["paper"]["gold_bytes"] == len((" " + item.question).encode("utf-8"))
+    assert recs["lm-eval"]["gold_bytes"] == len((" " + item.choices[g]).encode("utf-8"))
+    assert recs["paper"]["gold_bytes"] != recs["lm-eval"]["gold_bytes"]
+    assert recs["paper"]["gold_bpb"] != pytest.approx(recs["lm-eval"]["gold_bpb"], rel=1e-2)
+
+
 def test_mbpp_reference_bits_by_hand_without_generation(scorer: Scorer) -> None:
     task, items, item = _item("mbpp", 124)
     summary, (rec,) = evaluate_generation_task(task, [item], items, scorer, protocol="paper", shots=0, seed=0,
