@@ -22,9 +22,9 @@ from codestage.eval.registry import get_task
 from codestage.eval.requests import Request
 from codestage.eval.scoring import Scorer
 from codestage.eval.task_loss import points_items, points_row
-from codestage.model import build_model, model_config, save_model
 from codestage.results import EvalResults
 from codestage.study.ladder.points import load_points
+from conftest import save_micro_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -37,10 +37,7 @@ def scorer(micro_model_dir: Path) -> Scorer:
 @pytest.fixture(scope="module")
 def other_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     """A second micro model (seed 1): another run to pair with."""
-    cfg = model_config("micro", len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    out = tmp_path_factory.mktemp("model") / "micro_seed1"
-    save_model(build_model(cfg, seed=1), tokenizer, out)
-    return out
+    return save_micro_model(tmp_path_factory.mktemp("model") / "micro_seed1", tokenizer, seed=1)
 
 
 @torch.no_grad()
