@@ -253,7 +253,7 @@ class Study:
         model_dir = model_step.out / "model"
         scorer = load_scorer(model_dir, device=e.device, batch_size=e.batch_size)  # loaded once for tasks and losses
         evaluate(model_dir, list(e.tasks), out, data_dir=data_dir, sample=e.sample, seed=self.cfg.seed,
-                 protocol=e.protocol, shots=e.shots, max_new_tokens=e.max_new_tokens, execute=e.execute, scorer=scorer,
+                 protocol=e.protocol, shots=e.shots, max_new_tokens=e.max_new_tokens, execute=e.execute, generate=e.generate, scorer=scorer,
                  lenient=e.lenient)
         if e.heldout:
             write_json(out / "heldout.json", {name: self._heldout(scorer, h).to_json() for name, h in e.heldout.items()})
