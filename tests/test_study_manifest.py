@@ -153,24 +153,24 @@ def test_a_marker_from_before_manifests_is_reused_unverified_and_then_recorded(t
     study, said = _study(tmp_path)
     up, _, ran = _chain(study, tmp_path, {"up": "v1"})
     (up.out / "sub").mkdir(parents=True)
-    (up.out / "sub" / "results.json").write_text('{"score": 1}')
+    (up.out / "sub" / "scores.json").write_text('{"score": 1}')
     (up.out / "out.txt").write_text("v1")
     (up.out / MARKER).write_text(json.dumps({"key": "ka", "step": "up", "seconds": 1.0}))  # the old marker
     assert study.state("up") == "up to date (unverified: its marker predates manifests)"
     assert study.execute("up").status == "up_to_date" and ran == []
     assert "✓ up: up to date (an older marker: structure checked, manifest recorded)" in said.getvalue()
     marker = json.loads((up.out / MARKER).read_text())
-    assert [f["path"] for f in marker["files"]] == ["out.txt", "sub/results.json"] and marker["seconds"] == 1.0
+    assert [f["path"] for f in marker["files"]] == ["out.txt", "sub/scores.json"] and marker["seconds"] == 1.0
     assert study.state("up") == "up to date"
 
     # an old marker over a file that does not parse: damaged, though there is no manifest to compare
     (up.out / MARKER).write_text(json.dumps({"key": "ka", "step": "up"}))
-    (up.out / "sub" / "results.json").write_text('{"score":')
-    assert study.state("up").startswith("damaged: sub/results.json: not valid JSON (")
+    (up.out / "sub" / "scores.json").write_text('{"score":')
+    assert study.state("up").startswith("damaged: sub/scores.json: not valid JSON (")
     assert study.execute("up").status == "ran" and ran == ["up"]
 
 
-def test_an_old_marker_over_a_truncated_model_or_store_is_damaged(tmp_path, micro_model_dir) -> None:
+def test_an_old_folder_shows_a_truncated_or_deleted_output_by_its_structure(tmp_path, micro_model_dir) -> None:
     folder = tmp_path / "model"
     shutil.copytree(micro_model_dir, folder)
     assert manifest.structural_problem(folder) is None
@@ -178,6 +178,15 @@ def test_an_old_marker_over_a_truncated_model_or_store_is_damaged(tmp_path, micr
         f.truncate(f.seek(0, 2) // 2)
     problem = manifest.structural_problem(folder)
     assert problem is not None and problem.startswith("model.safetensors: not a readable safetensors file")
+    (folder / "model.safetensors").unlink()
+    assert manifest.structural_problem(folder) == "model.safetensors: missing (written with config.json)"
+
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    (evaluation / "results.json").write_text("{}")
+    assert manifest.structural_problem(evaluation) == "items.jsonl: missing (written with results.json)"
+    (evaluation / "items.jsonl").write_text('{"task": "cosqa"}\n{"task"\n')
+    assert manifest.structural_problem(evaluation).startswith("items.jsonl:2: not valid JSON (")
 
 
 def test_the_evaluation_key_follows_its_data_files(tmp_path) -> None:

@@ -60,7 +60,7 @@ class TokenStore:
             offsets = np.load(path / name)
             name = DOCS
             docs = np.load(path / DOCS, mmap_mode="r") if (path / DOCS).is_file() else None
-        except (OSError, ValueError, TypeError) as exc:  # missing, truncated, not an array
+        except (OSError, EOFError, ValueError, TypeError) as exc:  # missing, empty, truncated, not an array
             raise DataError(f"{path / name}: unreadable ({exc}); the store is damaged: rebuild it") from None
         if len(tokens) != manifest["tokens"] or len(offsets) != manifest["documents"] + 1 or (
             docs is not None and len(docs) != manifest["documents"]

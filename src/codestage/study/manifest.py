@@ -117,10 +117,26 @@ def check(folder: Path, files: list[dict[str, Any]], *, full: bool = False) -> C
     return result
 
 
+def _companions(path: Path) -> tuple[str, ...]:
+    """Files written together with `path`, so a deleted one shows without a manifest: an evaluation's
+    results.json and items.jsonl; a token store's manifest, tokens and offsets; a saved model's
+    weights beside its config and tokenizer."""
+    names = {"results.json": ("items.jsonl",), "items.jsonl": ("results.json",),
+             "tokens.bin": ("manifest.json", "offsets.npy"), "offsets.npy": ("manifest.json", "tokens.bin")}
+    if path.name == "config.json" and (path.parent / "tokenizer_config.json").is_file():
+        if not any((path.parent / w).is_file() for w in WEIGHTS):
+            return (WEIGHTS[0],)
+    return names.get(path.name, ())
+
+
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def structural_problem(folder: Path) -> str | None:
     """For a folder finished before manifests existed: what can be checked without one. Every JSON
     file parses, every JSON-lines line parses, a safetensors file's header matches its size, a
-    token store's files match its manifest's counts. The first problem found, or None."""
+    token store's files match its manifest's counts, files written together are all there. The
+    first problem found, or None."""
     from safetensors import safe_open
 
     from codestage.data.store import MANIFEST, TokenStore
@@ -129,6 +145,9 @@ def structural_problem(folder: Path) -> str | None:
     folder = Path(folder)
     for p in _files(folder):
         rel = p.relative_to(folder).as_posix()
+        missing = next((m for m in _companions(p) if not (p.parent / m).is_file()), None)
+        if missing:
+            return f"{(p.parent / missing).relative_to(folder).as_posix()}: missing (written with {p.name})"
         try:
             if p.suffix == ".json":
                 json.loads(p.read_text(encoding="utf-8"))
