@@ -189,22 +189,41 @@ def test_an_old_folder_shows_a_truncated_or_deleted_output_by_its_structure(tmp_
     assert manifest.structural_problem(evaluation).startswith("items.jsonl:2: not valid JSON (")
 
 
-def test_the_evaluation_key_follows_its_data_files(tmp_path) -> None:
+def test_an_evaluation_is_outdated_when_its_data_changes_and_an_old_one_is_kept(tmp_path) -> None:
     data = tmp_path / "evaldata"
     shutil.copytree(DATA_DIR / "eval" / "cosqa", data / "cosqa")
     config = micro_study(tmp_path)
     cfg = yaml.safe_load(config.read_text())
     cfg["eval"] = {"tasks": ["cosqa"], "data_dir": str(data)}
     config.write_text(yaml.safe_dump(cfg))
+    ran: list[str] = []
 
-    def keys() -> tuple[str, str]:
-        steps = Study(load_config(config), tmp_path / "out", progress=False).steps
-        return steps["pretrain/NL"].key, steps["eval/NL"].key
+    def study() -> Study:
+        s = Study(load_config(config), tmp_path / "out", progress=False, console=Console(file=io.StringIO()))
+        s.steps["eval/NL"].action = evaluate  # the step's own action needs a trained model; this one writes its files
+        return s
 
-    model, before = keys()
+    def evaluate(folder: Path) -> None:
+        ran.append("eval/NL")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.json").write_text("{}")
+        (folder / "items.jsonl").write_text("")
+
+    assert study().execute("eval/NL").status == "ran"
+    marker = json.loads((tmp_path / "out" / "eval" / "NL" / MARKER).read_text())
+    assert list(marker["inputs"]) == ["cosqa/cosqa-dev.json"] and study().verdict("eval/NL").describe() == "up to date"
+    key = study().steps["eval/NL"].key
     with open(data / "cosqa" / "cosqa-dev.json", "a", encoding="utf-8") as f:
         f.write("\n")  # another revision of the evaluation data
-    assert keys()[0] == model and keys()[1] != before
+    assert study().steps["eval/NL"].key == key  # the same step, so an evaluation from before is kept...
+    assert study().verdict("eval/NL").describe() == "outdated: cosqa/cosqa-dev.json changed since it ran"  # ...but not reused
+    assert study().execute("eval/NL").status == "ran" and ran == ["eval/NL", "eval/NL"]
+    assert study().verdict("eval/NL").describe() == "up to date"
+
+    del marker["inputs"], marker["files"], marker["deps"]  # a marker from before: reused, then recorded
+    (tmp_path / "out" / "eval" / "NL" / MARKER).write_text(json.dumps(marker))
+    assert study().execute("eval/NL").status == "up_to_date" and "inputs" in json.loads(
+        (tmp_path / "out" / "eval" / "NL" / MARKER).read_text())
 
 
 @pytest.mark.parametrize("verify", ["quick", "full"])

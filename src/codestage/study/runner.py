@@ -2,8 +2,9 @@
 
 Each step has a key: a hash of its config section, its inputs' fingerprints and the keys of the
 steps it depends on (`Step.deps` names them). A step whose output folder holds a marker with the
-same key is up to date; a training step that was cut off resumes from its last complete
-checkpoint. Two runs with the same key (the paper's CC run *is* its stepwise-decrease run) are
+same key, and whose files still match the manifest that marker records (study/manifest.py), is up
+to date; a damaged one is redone, and so is a dependant whose input was redone to other bytes. A
+training step that was cut off resumes from its last complete checkpoint. Two runs with the same key (the paper's CC run *is* its stepwise-decrease run) are
 trained once and both names point to it.
 
 `Study.execute` is the one way a step runs, whoever calls it: `Study.run` (the inline executor
@@ -129,6 +130,7 @@ class Study:
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.steps: dict[str, Step] = {}
+        self._eval_data_cache: dict[str, str | None] | None = None
         self._plan()
 
     # ----------------------------------------------------------------- planning
@@ -170,9 +172,8 @@ class Study:
             sets = {n: [s.model_dump(), _fingerprint(self._paths(s.paths))] for n, s in cfg.instruct.sets.items()}
             self._add("decontam", self.out / "decontam",
                       {"sources": {n: [s.model_dump(), _fingerprint(source_paths[n])] for n, s in cfg.sources.items()},
-                       "sets": sets, "n": cfg.data.decontam_n, "tasks": cfg.eval.tasks, "eval_dir": cfg.eval.data_dir,
-                       "eval_files": self._eval_files()},
-                      self._decontam)
+                       "sets": sets, "n": cfg.data.decontam_n, "tasks": cfg.eval.tasks, "eval_dir": cfg.eval.data_dir},
+                      self._decontam, inputs=self._eval_data)
 
         self.arm_schedules = {}
         for arm, mix in cfg.pretrain.arms.items():
@@ -202,22 +203,27 @@ class Study:
 
         for step in [s for s in list(self.steps.values()) if "run" in s.info]:
             run = step.info["run"]
-            self._add(f"eval/{run}", self.out / "eval" / run,
-                      {"model": step.key, "eval": cfg.eval.model_dump(), "files": self._eval_files()},
-                      lambda out, step=step: self._evaluate(step, out), deps=(step.name,), run=run)
+            self._add(f"eval/{run}", self.out / "eval" / run, {"model": step.key, "eval": cfg.eval.model_dump()},
+                      lambda out, step=step: self._evaluate(step, out), deps=(step.name,), run=run,
+                      inputs=self._eval_data)
 
-    def _eval_files(self) -> list[list[Any]]:
-        """Fingerprint (path, size, mtime; absent files as such) of every file the evaluated tasks
-        read, so new or changed evaluation data (E-KAR's test.json added beside its validation
-        split) makes the evaluation run again instead of reusing cells of the old data."""
-        from codestage.eval.registry import get_task, resolve_tasks
+    def _eval_data(self) -> dict[str, str | None]:
+        """task/file -> sha256 (None: absent) of every file the evaluated tasks read. Evaluation
+        steps record it in their marker and are outdated when it changes, so new or changed
+        evaluation data (another revision, E-KAR's test.json added beside its validation split) is
+        evaluated again, not silently reused. It is not part of their key: folders evaluated before
+        it was recorded stay reusable. Hashed once per Study, when first asked."""
+        if self._eval_data_cache is None:
+            from codestage.eval.registry import get_task, resolve_tasks
+            from codestage.hashing import sha256_file
 
-        e = self.cfg.eval
-        data_dir = None
-        if e.data_dir:
-            data_dir = Path(e.data_dir) if Path(e.data_dir).is_absolute() else self.cfg.base_dir / e.data_dir
-        files = [f for t in resolve_tasks(list(e.tasks)) for f in get_task(t, data_dir).files()]
-        return [row for f in files for row in (_fingerprint([f]) if f.exists() else [[str(f), None, None]])]
+            e = self.cfg.eval
+            data_dir = None
+            if e.data_dir:
+                data_dir = Path(e.data_dir) if Path(e.data_dir).is_absolute() else self.cfg.base_dir / e.data_dir
+            self._eval_data_cache = {f"{t}/{f.name}": sha256_file(f) if f.is_file() else None
+                                     for t in resolve_tasks(list(e.tasks)) for f in get_task(t, data_dir).files()}
+        return self._eval_data_cache
 
     # ----------------------------------------------------------------- actions
     def _make_tokenizer(self, out: Path) -> None:
@@ -354,7 +360,16 @@ class Study:
             was, now = recorded.get(dep), self._content(dep)
             if was is not None and now is not None and was != now:
                 return Verdict("outdated", f"{dep} was redone since, with other outputs")
+        changed = _changed_inputs(marker.get("inputs"), self._inputs(step))
+        if changed:
+            return Verdict("outdated", f"{changed} changed since it ran")
         return Verdict("up to date", touched=result.touched)
+
+    @staticmethod
+    def _inputs(step: Step) -> dict[str, str | None] | None:
+        """Content hashes of the data files a step reads outside the study (evaluation data), if any."""
+        inputs = step.info.get("inputs")
+        return inputs() if callable(inputs) else None
 
     def state(self, name: str, verdicts: dict[str, Verdict] | None = None) -> str:
         """What `codestage plan` shows for a step: "up to date", "up to date (unverified: ...)",
@@ -417,8 +432,9 @@ class Study:
     def _write_marker(self, step: Step, deps: dict[str, str | None], **fields: Any) -> None:
         """The marker: key, `fields` (seconds, finished), the manifest of the folder and the content
         digests of the inputs (`deps`) the step was made from."""
-        write_json(step.out / MARKER, {"key": step.key, "step": step.name, **fields,
-                                       "files": manifest.record(step.out), "deps": deps})
+        inputs = self._inputs(step)
+        write_json(step.out / MARKER, {"key": step.key, "step": step.name, **fields, "files": manifest.record(step.out),
+                                       "deps": deps, **({"inputs": inputs} if inputs is not None else {})})
 
     def execute(self, name: str, *, force: bool = False, resume: bool = True,
                 world: parallel.World | None = None) -> StepOutcome:
@@ -507,6 +523,14 @@ class Study:
 
     def resolved_config(self) -> dict[str, Any]:
         return config_to_dict(self.cfg)
+
+
+def _changed_inputs(recorded: Any, now: dict[str, str | None] | None) -> str | None:
+    """The first input file whose hash differs from the one a marker recorded (None: same, or
+    nothing recorded to compare)."""
+    if not isinstance(recorded, dict) or now is None:
+        return None
+    return next((name for name in sorted(set(recorded) | set(now)) if recorded.get(name) != now.get(name)), None)
 
 
 def groups_of(members: Mapping[str, SourceConfig | InstructSetConfig]) -> dict[str, dict[str, float]]:
