@@ -32,12 +32,12 @@ from codestage.data.store import TokenStore
 from codestage.errors import CodestageError
 from codestage.eval.compare import read_items
 from codestage.model import load_model
-from codestage.resources import DATA_DIR
 from codestage.results import EvalResults
 from codestage.study import manifest
 from codestage.study.report import _read_json, _read_metrics, write_report
 from codestage.study.runner import MARKER, Study
 from codestage.tokenizer import load_tokenizer
+from test_study_execute import micro_study
 
 pytestmark = pytest.mark.slow  # one micro study (about 15 s), then a copy and a check per case
 
@@ -51,16 +51,9 @@ DAMAGES = ["truncate", "empty", "delete", "flip", "append", "garbage"]
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[tuple[str, str]]]:
     """(config, study folder, every (step, file) its markers record) of one finished micro study."""
     root = tmp_path_factory.mktemp("damage")
-    cfg = {
-        "sources": {"nl": {"paths": [str(DATA_DIR / "corpora/nl_en.jsonl.gz")], "group": "text", "max_docs": 20},
-                    "code": {"paths": [str(DATA_DIR / "corpora/code.jsonl.gz")], "group": "code", "max_docs": 20}},
-        "data": {"decontam": False, "workers": 1},
-        "tokenizer": {"vocab_size": 300, "sample_chars_per_source": 5000},
-        "model": {"preset": "micro"},
-        "pretrain": {"train": {"steps": 2, "warmup_steps": 1, "batch_size": 1, "seq_len": 16, "tensorboard": False}},
-        "eval": {"tasks": ["cosqa"], "sample": 3, "max_new_tokens": 4},
-    }
-    config = root / "study.yaml"
+    config = micro_study(root)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["eval"] = {"tasks": ["cosqa"], "sample": 3, "max_new_tokens": 4}
     config.write_text(yaml.safe_dump(cfg))
     out = root / "out"
     study = _study(config, out)

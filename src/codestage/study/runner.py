@@ -4,8 +4,8 @@ Each step has a key: a hash of its config section, its inputs' fingerprints and 
 steps it depends on (`Step.deps` names them). A step whose output folder holds a marker with the
 same key, and whose files still match the manifest that marker records (study/manifest.py), is up
 to date; a damaged one is redone, and so is a dependant whose input was redone to other bytes. A
-training step that was cut off resumes from its last complete checkpoint. Two runs with the same key (the paper's CC run *is* its stepwise-decrease run) are
-trained once and both names point to it.
+training step that was cut off resumes from its last complete checkpoint. Two runs with the same
+key (the paper's CC run *is* its stepwise-decrease run) are trained once and both names point to it.
 
 `Study.execute` is the one way a step runs, whoever calls it: `Study.run` (the inline executor
 behind `codestage run`), `codestage pretrain` under torchrun, and the executors of study/executors/.
@@ -31,7 +31,7 @@ from codestage.data.sources import expand_paths, iter_documents, sample_texts
 from codestage.data.store import TokenStore
 from codestage.tokenizer import load_tokenizer, train_bpe
 from codestage.errors import ConfigError
-from codestage.hashing import sha256_json
+from codestage.hashing import sha256_file, sha256_json
 from codestage.results import HeldoutLoss
 from codestage.study import manifest
 from codestage.model import build_model, load_model, model_config
@@ -215,7 +215,6 @@ class Study:
         it was recorded stay reusable. Hashed once per Study, when first asked."""
         if self._eval_data_cache is None:
             from codestage.eval.registry import get_task, resolve_tasks
-            from codestage.hashing import sha256_file
 
             e = self.cfg.eval
             data_dir = None
