@@ -45,6 +45,9 @@ def fuzz(examples: int) -> settings:
     return settings(derandomize=True, max_examples=examples, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
 DAMAGES = ["truncate", "empty", "delete", "flip", "append", "garbage"]
+# where to cut or flip, 0..1; drawn as integers: Hypothesis refuses floats once another test has
+# switched on torch's flush-denormal (as `codestage run` does, process-wide)
+WHERE = st.integers(0, 1000).map(lambda n: n / 1000)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +122,7 @@ def _strip_manifests(out: Path) -> None:
 
 
 @fuzz(200)
-@given(pick=st.integers(0, 10**6), kind=st.sampled_from(DAMAGES), where=st.floats(0, 1), old=st.booleans())
+@given(pick=st.integers(0, 10**6), kind=st.sampled_from(DAMAGES), where=WHERE, old=st.booleans())
 def test_damage_is_planned_as_such_and_read_without_a_traceback(finished, pick, kind, where, old) -> None:
     config, out, files = finished
     step, rel = files[pick % len(files)]
@@ -182,7 +185,7 @@ def _rerun(finished: tuple[Path, Path, list[tuple[str, str]]], step: str, rel: s
 
 
 @fuzz(16)
-@given(pick=st.integers(0, 10**6), kind=st.sampled_from(DAMAGES), where=st.floats(0, 1), old=st.booleans())
+@given(pick=st.integers(0, 10**6), kind=st.sampled_from(DAMAGES), where=WHERE, old=st.booleans())
 def test_a_rerun_over_any_damage_redoes_the_step_and_what_its_new_outputs_change(finished, pick, kind, where,
                                                                                  old) -> None:
     step, rel = finished[2][pick % len(finished[2])]
