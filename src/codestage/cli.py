@@ -23,7 +23,17 @@ console = Console(stderr=True)
 DEMO_CONFIG = DATA_DIR.parent / "demo.yaml"
 
 
-def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] | None, force: bool, quiet: bool) -> None:
+VERIFY_HELP = "quick: hash outputs up to 64 MiB, sample bigger ones; full: hash every output in full"
+
+
+def _verify(value: str) -> str:
+    if value not in ("quick", "full"):
+        raise typer.BadParameter(f"{value!r}: use quick or full", param_hint="--verify")
+    return value
+
+
+def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] | None, force: bool, quiet: bool,
+               verify: str = "quick") -> None:
     from codestage.outputs import check_study_output
     from codestage.study.report import write_report
     from codestage.study.runner import Study
@@ -32,11 +42,11 @@ def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] 
     if full_eval:
         cfg.eval.sample = None
     torch_flush_denormal()
-    study = Study(cfg, out, console=console, progress=not quiet)
+    study = Study(cfg, out, console=console, progress=not quiet, verify=verify)
     timings = study.run(only=only, force=force)
     runs = study.run_table()
     if only:  # a partial run reports the runs whose evaluation exists
-        runs = {n: r for n, r in runs.items() if (r.eval_dir / "results.json").is_file()}
+        runs = {n: r for n, r in runs.items() if study.up_to_date(f"eval/{n}")}
         if not runs:
             return
     results = write_report(runs, study.resolved_config(), out, timings=timings)
@@ -94,23 +104,26 @@ def run(
     force: bool = typer.Option(False, "--force", help="rerun steps even when their outputs are up to date"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed (one study folder per seed)"),
+    verify: str = typer.Option("quick", "--verify", callback=_verify, help=VERIFY_HELP),
 ) -> None:
-    """Run a study from a YAML config; finished steps with the same inputs are skipped."""
+    """Run a study from a YAML config; finished steps with the same inputs and intact outputs are skipped."""
     cfg = load_config(config)
     if seed is not None:
         cfg.seed = seed
-    _run_study(cfg, out, full_eval=full_eval, only=only, force=force, quiet=quiet)
+    _run_study(cfg, out, full_eval=full_eval, only=only, force=force, quiet=quiet, verify=verify)
 
 
 @app.command()
-def plan(config: Path = typer.Argument(..., help="study YAML"), out: Path = typer.Option(..., "--out")) -> None:
-    """List a study's steps, their keys and whether each is up to date."""
+def plan(config: Path = typer.Argument(..., help="study YAML"), out: Path = typer.Option(..., "--out"),
+         verify: str = typer.Option("quick", "--verify", callback=_verify, help=VERIFY_HELP)) -> None:
+    """List a study's steps, their keys and whether each is up to date (outputs checked), damaged or to run."""
     from codestage.study.runner import Study
 
-    study = Study(load_config(config), out, console=console, progress=False)
+    study = Study(load_config(config), out, console=console, progress=False, verify=verify)
     table = Table("step", "key", "state", "folder")
+    states = study.states()
     for s in study.steps.values():
-        table.add_row(s.name, s.key[:12], study.state(s.name), str(s.out))
+        table.add_row(s.name, s.key[:12], states[s.name], str(s.out))
     Console().print(table)
 
 

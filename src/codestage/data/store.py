@@ -48,12 +48,20 @@ class TokenStore:
             raise DataError(f"{path}: not a token store (no {MANIFEST}; an interrupted build leaves none)")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{manifest_path}: malformed JSON ({exc.msg})") from None
-        dtype = np.dtype(manifest["dtype"])
-        tokens = np.memmap(path / "tokens.bin", dtype=dtype, mode="r") if manifest["tokens"] else np.zeros(0, dtype)
-        offsets = np.load(path / "offsets.npy")
-        docs = np.load(path / DOCS, mmap_mode="r") if (path / DOCS).is_file() else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{manifest_path}: malformed JSON ({exc})") from None
+        if not isinstance(manifest, dict) or any(k not in manifest for k in ("dtype", "tokens", "documents")):
+            raise DataError(f"{manifest_path}: not a token store manifest (needs dtype, tokens, documents)")
+        name = "tokens.bin"  # the file being read, for the message of a damaged store
+        try:
+            dtype = np.dtype(manifest["dtype"])
+            tokens = np.memmap(path / name, dtype=dtype, mode="r") if manifest["tokens"] else np.zeros(0, dtype)
+            name = "offsets.npy"
+            offsets = np.load(path / name)
+            name = DOCS
+            docs = np.load(path / DOCS, mmap_mode="r") if (path / DOCS).is_file() else None
+        except (OSError, EOFError, ValueError, TypeError) as exc:  # missing, empty, truncated, not an array
+            raise DataError(f"{path / name}: unreadable ({exc}); the store is damaged: rebuild it") from None
         if len(tokens) != manifest["tokens"] or len(offsets) != manifest["documents"] + 1 or (
             docs is not None and len(docs) != manifest["documents"]
         ):
@@ -82,7 +90,10 @@ class TokenStore:
 
     def files(self) -> list[dict[str, Any]]:
         p = self.path / FILES
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else []
+        try:
+            return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else []
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{p}: unreadable ({exc}); the store is damaged: rebuild it") from None
 
     def location(self, i: int) -> str:
         """`file:line` (or `file:rowN`, or the file) of document i, for tracing a token back."""

@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from codestage.atomic import write_json, write_text  # noqa: E402
 from codestage.domains import DOMAIN_TABLE, DOMAINS  # noqa: E402
+from codestage.errors import DataError  # noqa: E402
+from codestage.jsonlines import iter_json_lines  # noqa: E402
 from codestage.resources import bundled  # noqa: E402
 from codestage.results import EvalResults, HeldoutLoss, RunResults, StudyResults, TaskResult  # noqa: E402
 
@@ -95,7 +97,7 @@ def build_results(runs: Mapping[str, StudyRun], config: Mapping[str, Any]) -> St
                                     other_tasks={n: t.cell() for n, t in extra.items()})
         heldout = info.eval_dir / "heldout.json"
         if heldout.is_file():
-            raw = json.loads(heldout.read_text(encoding="utf-8"))
+            raw = _read_json(heldout)
             out_runs[name].heldout = {k: HeldoutLoss.from_json(v, origin=f"{heldout}: {k}") for k, v in raw.items()}
     return StudyResults(runs=out_runs, config=dict(config))
 
@@ -188,11 +190,19 @@ def _heldout_lines(results: StudyResults) -> list[str]:
     return lines + [""]
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file a step wrote; a damaged one is a DataError naming it, not a traceback."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({exc}); rerun the study to redo the step that wrote it") from None
+
+
 def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [row for _, row in iter_json_lines(path.read_text(encoding="utf-8", errors="replace"), path)]
 
 
 def plot_losses(runs: Mapping[str, StudyRun], path: Path) -> None:
@@ -302,7 +312,7 @@ def _mixture_lines(runs: Mapping[str, StudyRun]) -> list[str]:
         rows = _read_metrics(info.dir)
         if not mix_path.exists() or not rows:
             continue
-        mix = json.loads(mix_path.read_text(encoding="utf-8"))
+        mix = _read_json(mix_path)
         toks = ", ".join(f"{s} {n:,}" for s, n in sorted(mix["tokens_total"].items()))
         ep = ", ".join(f"{s} {v:g}" for s, v in sorted(mix["epochs"].items()))
         lines.append(f"| {name} | {info.stage} | {rows[-1]['step']} | {rows[-1]['loss']:.3f} | {toks} | {ep} |")

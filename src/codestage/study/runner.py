@@ -2,9 +2,10 @@
 
 Each step has a key: a hash of its config section, its inputs' fingerprints and the keys of the
 steps it depends on (`Step.deps` names them). A step whose output folder holds a marker with the
-same key is up to date; a training step that was cut off resumes from its last complete
-checkpoint. Two runs with the same key (the paper's CC run *is* its stepwise-decrease run) are
-trained once and both names point to it.
+same key, and whose files still match the manifest that marker records (study/manifest.py), is up
+to date; a damaged one is redone, and so is a dependant whose input was redone to other bytes. A
+training step that was cut off resumes from its last complete checkpoint. Two runs with the same
+key (the paper's CC run *is* its stepwise-decrease run) are trained once and both names point to it.
 
 `Study.execute` is the one way a step runs, whoever calls it: `Study.run` (the inline executor
 behind `codestage run`), `codestage pretrain` under torchrun, and the executors of study/executors/.
@@ -30,8 +31,9 @@ from codestage.data.sources import expand_paths, iter_documents, sample_texts
 from codestage.data.store import TokenStore
 from codestage.tokenizer import load_tokenizer, train_bpe
 from codestage.errors import ConfigError
-from codestage.hashing import sha256_json
+from codestage.hashing import sha256_file, sha256_json
 from codestage.results import HeldoutLoss
+from codestage.study import manifest
 from codestage.model import build_model, load_model, model_config
 from codestage.train import parallel
 from codestage.train.checkpoint import checkpoint_step
@@ -87,6 +89,25 @@ class StepOutcome:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """Whether a finished step's folder can be reused (`Study.verdict`): `status` and, for damaged
+    and outdated, `detail` naming the file or input; `touched`: big files whose new mtime to record."""
+
+    status: Literal["up to date", "unverified", "to run", "damaged", "outdated"]
+    detail: str = ""
+    touched: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reusable(self) -> bool:
+        return self.status in ("up to date", "unverified")
+
+    def describe(self) -> str:
+        if self.status == "unverified":
+            return "up to date (unverified: its marker predates manifests)"
+        return f"{self.status}: {self.detail}" if self.detail else self.status
+
+
+@dataclass(frozen=True)
 class StudyRun:
     """A trained model of the study as the report sees it: its table, folders and what it reuses."""
 
@@ -101,12 +122,15 @@ class StudyRun:
 class Study:
     """Plans and runs the steps of one study into `out_dir`."""
 
-    def __init__(self, cfg: StudyConfig, out_dir: Path, *, console: Console | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: StudyConfig, out_dir: Path, *, console: Console | None = None, progress: bool = True,
+                 verify: Literal["quick", "full"] = "quick") -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
+        self.verify = verify  # "full": hash every output in full before reuse (study/manifest.py)
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.steps: dict[str, Step] = {}
+        self._eval_data_cache: dict[str, str | None] | None = None
         self._plan()
 
     # ----------------------------------------------------------------- planning
@@ -149,7 +173,7 @@ class Study:
             self._add("decontam", self.out / "decontam",
                       {"sources": {n: [s.model_dump(), _fingerprint(source_paths[n])] for n, s in cfg.sources.items()},
                        "sets": sets, "n": cfg.data.decontam_n, "tasks": cfg.eval.tasks, "eval_dir": cfg.eval.data_dir},
-                      self._decontam)
+                      self._decontam, inputs=self._eval_data)
 
         self.arm_schedules = {}
         for arm, mix in cfg.pretrain.arms.items():
@@ -180,7 +204,25 @@ class Study:
         for step in [s for s in list(self.steps.values()) if "run" in s.info]:
             run = step.info["run"]
             self._add(f"eval/{run}", self.out / "eval" / run, {"model": step.key, "eval": cfg.eval.model_dump()},
-                      lambda out, step=step: self._evaluate(step, out), deps=(step.name,), run=run)
+                      lambda out, step=step: self._evaluate(step, out), deps=(step.name,), run=run,
+                      inputs=self._eval_data)
+
+    def _eval_data(self) -> dict[str, str | None]:
+        """task/file -> sha256 (None: absent) of every file the evaluated tasks read. Evaluation
+        steps record it in their marker and are outdated when it changes, so new or changed
+        evaluation data (another revision, E-KAR's test.json added beside its validation split) is
+        evaluated again, not silently reused. It is not part of their key: folders evaluated before
+        it was recorded stay reusable. Hashed once per Study, when first asked."""
+        if self._eval_data_cache is None:
+            from codestage.eval.registry import get_task, resolve_tasks
+
+            e = self.cfg.eval
+            data_dir = None
+            if e.data_dir:
+                data_dir = Path(e.data_dir) if Path(e.data_dir).is_absolute() else self.cfg.base_dir / e.data_dir
+            self._eval_data_cache = {f"{t}/{f.name}": sha256_file(f) if f.is_file() else None
+                                     for t in resolve_tasks(list(e.tasks)) for f in get_task(t, data_dir).files()}
+        return self._eval_data_cache
 
     # ----------------------------------------------------------------- actions
     def _make_tokenizer(self, out: Path) -> None:
@@ -270,21 +312,103 @@ class Study:
         return loss
 
     # ----------------------------------------------------------------- running
-    def _done(self, step: Step) -> bool:
+    def _marker(self, step: Step) -> dict[str, Any] | str | None:
+        """The step's marker, None when there is none, or what makes it unreadable."""
         marker = step.out / MARKER
-        if not marker.is_file():
-            return False
         try:
-            return json.loads(marker.read_text()).get("key") == step.key
-        except json.JSONDecodeError:
-            return False
+            data = json.loads(marker.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            return f"{MARKER}: unreadable ({exc})"
+        return data if isinstance(data, dict) else f"{MARKER}: not a JSON object"
 
-    def state(self, name: str) -> str:
-        """What `codestage plan` shows for a step: "up to date", "to run" or "same as OTHER"."""
+    def _content(self, name: str) -> str | None:
+        """The content digest of what step `name` wrote, as its marker records it (None: unknown)."""
+        marker = self._marker(self.steps[name])
+        if not isinstance(marker, dict) or not isinstance(marker.get("files"), list):
+            return None
+        return manifest.content_digest(marker["files"])
+
+    def verdict(self, name: str) -> Verdict:
+        """Whether step `name`'s folder can be reused, checked against the manifest its marker holds.
+
+        up to date: its key matches, its files match their manifest and every input it recorded
+        still has the content it had; unverified: its marker is from before manifests (its files
+        pass the structural checks of `manifest.structural_problem`); to run: no marker, or another
+        key; damaged: a file differs from the manifest (or the marker is unreadable); outdated: an
+        input was redone since, to other bytes.
+        """
+        step = self.steps[name]
+        marker = self._marker(step)
+        if marker is None:
+            return Verdict("to run")
+        if isinstance(marker, str):
+            return Verdict("damaged", marker)
+        if marker.get("key") != step.key:
+            return Verdict("to run")
+        files = marker.get("files")
+        if not isinstance(files, list):
+            problem = manifest.structural_problem(step.out)
+            return Verdict("damaged", problem) if problem else Verdict("unverified")
+        result = manifest.check(step.out, files, full=self.verify == "full")
+        if result.problem:
+            return Verdict("damaged", result.problem)
+        recorded = marker.get("deps") or {}
+        for dep in step.deps:
+            was, now = recorded.get(dep), self._content(dep)
+            if was is not None and now is not None and was != now:
+                return Verdict("outdated", f"{dep} was redone since, with other outputs")
+        changed = _changed_inputs(marker.get("inputs"), self._inputs(step))
+        if changed:
+            return Verdict("outdated", f"{changed} changed since it ran")
+        return Verdict("up to date", touched=result.touched)
+
+    @staticmethod
+    def _inputs(step: Step) -> dict[str, str | None] | None:
+        """Content hashes of the data files a step reads outside the study (evaluation data), if any."""
+        inputs = step.info.get("inputs")
+        return inputs() if callable(inputs) else None
+
+    def state(self, name: str, verdicts: dict[str, Verdict] | None = None) -> str:
+        """What `codestage plan` shows for a step: "up to date", "up to date (unverified: ...)",
+        "to run", "damaged: FILE: what", "outdated: ...", or "same as OTHER" (with OTHER's state
+        when that is not up to date). A reusable step whose inputs will be redone first says so: it
+        runs again only if they come out different. `verdicts` caches verdicts across calls."""
         step = self.steps[name]
         if step.alias_of:
-            return f"same as {step.alias_of}"
-        return "up to date" if self._done(step) else "to run"
+            other = self.state(step.alias_of, verdicts)
+            return f"same as {step.alias_of}" + ("" if other == "up to date" else f" ({other})")
+        verdicts = {} if verdicts is None else verdicts
+        verdict = self._cached_verdict(name, verdicts)
+        redone = self._redone_inputs(name, verdicts) if verdict.reusable else []
+        if not redone:
+            return verdict.describe()
+        return (f"{verdict.describe()}, unless {', '.join(redone)} (redone first) "
+                f"come{'s' if len(redone) == 1 else ''} out different")
+
+    def states(self) -> dict[str, str]:
+        """`state` of every planned step, each step's outputs checked once."""
+        verdicts: dict[str, Verdict] = {}
+        return {name: self.state(name, verdicts) for name in self.steps}
+
+    def _cached_verdict(self, name: str, verdicts: dict[str, Verdict]) -> Verdict:
+        if name not in verdicts:
+            verdicts[name] = self.verdict(name)
+        return verdicts[name]
+
+    def _redone_inputs(self, name: str, verdicts: dict[str, Verdict]) -> list[str]:
+        """The steps upstream of `name` that `run` will redo (damaged, outdated, to run)."""
+        out: list[str] = []
+        for dep in self.steps[name].deps:
+            if not self._cached_verdict(dep, verdicts).reusable:
+                out.append(dep)
+            out += [d for d in self._redone_inputs(dep, verdicts) if d not in out]
+        return out
+
+    def up_to_date(self, name: str) -> bool:
+        """True when `execute` would reuse step `name` (or the step it is an alias of) as it is."""
+        return self.verdict(self._worker(name)).reusable
 
     def checkpoint(self, name: str) -> int | None:
         """The step of the last complete checkpoint of a cut-off run of `name` started under its
@@ -304,14 +428,24 @@ class Study:
             step.out.mkdir(parents=True, exist_ok=True)
             key_file.write_text(step.key)
 
+    def _write_marker(self, step: Step, deps: dict[str, str | None], **fields: Any) -> None:
+        """The marker: key, `fields` (seconds, finished), the manifest of the folder and the content
+        digests of the inputs (`deps`) the step was made from."""
+        inputs = self._inputs(step)
+        write_json(step.out / MARKER, {"key": step.key, "step": step.name, **fields, "files": manifest.record(step.out),
+                                       "deps": deps, **({"inputs": inputs} if inputs is not None else {})})
+
     def execute(self, name: str, *, force: bool = False, resume: bool = True,
                 world: parallel.World | None = None) -> StepOutcome:
         """Run step `name` unless it is up to date (or an alias); the one place markers are read and written.
 
-        `force` starts it over, discarding its folder. `resume=False` refuses to continue a cut-off
-        run silently (ConfigError naming --resume and --force) where `resume=True` continues it from
-        its last checkpoint. Under torchrun every rank calls this with its `world` and runs the
-        action together; only the main rank touches folders and markers, between barriers.
+        A step whose outputs differ from its marker's manifest (damaged), or one of whose inputs
+        was redone to other bytes since it ran (outdated), is started over and the console says
+        why. `force` starts it over, discarding its folder. `resume=False` refuses to continue a
+        cut-off run silently (ConfigError naming --resume and --force) where `resume=True` continues
+        it from its last checkpoint. Under torchrun every rank calls this with its `world` and runs
+        the action together; only the main rank checks and touches folders and markers, between
+        barriers.
         """
         step = self.steps[name]
         main = world is None or world.main
@@ -319,28 +453,52 @@ class Study:
             if main:
                 self.console.print(f"[dim]= {name}: same inputs as {step.alias_of}, reusing it[/]")
             return StepOutcome(name, "alias", alias_of=step.alias_of)
-        if self._done(step) and not force:
+        verdict = None if force or not main else self.verdict(name)
+        if world is not None:
+            verdict = parallel.broadcast_object(verdict, world)
+        if verdict is not None and verdict.reusable:
             if main:
-                self.console.print(f"[dim]✓ {name}: up to date[/]")
+                self._reuse(step, verdict)
             return StepOutcome(name, "up_to_date")
-        at = None if force else self.checkpoint(name)
+        fresh = force or (verdict is not None and verdict.status in ("damaged", "outdated"))
+        at = None if fresh else self.checkpoint(name)
         if at is not None and not resume:
             raise ConfigError(f"{step.out} holds a checkpoint at step {at} of this run; pass --resume to continue "
                               "it, or --force to start over")
         if main:
-            self._prepare(step, force=force)
+            if verdict is not None and verdict.status in ("damaged", "outdated"):
+                self.console.print(f"[yellow]✗ {name}: {verdict.status} ({verdict.detail}), redoing[/]")
+            self._prepare(step, force=fresh)
             self.console.print(f"[bold cyan]▶ {name}[/]" + (f" (resuming from step {at})" if at is not None else ""))
+        deps = {d: self._content(d) for d in step.deps} if main else {}
         if world is not None:
             parallel.barrier(world)
         t0 = time.perf_counter()
         step.action(step.out)
         seconds = round(time.perf_counter() - t0, 2)
         if main:
-            write_json(step.out / MARKER, {"key": step.key, "step": step.name, "seconds": seconds,
-                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            self._write_marker(step, deps, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         if world is not None:
             parallel.barrier(world)
         return StepOutcome(name, "ran", seconds)
+
+    def _reuse(self, step: Step, verdict: Verdict) -> None:
+        """Say a step is reused; record its files now if its marker predates manifests, or the new
+        mtimes of big files whose full hash was checked (so the next check is cheap again)."""
+        if verdict.status == "unverified":
+            old = self._marker(step)
+            assert isinstance(old, dict)
+            self._write_marker(step, {d: self._content(d) for d in step.deps}, seconds=old.get("seconds"),
+                               finished=old.get("finished"), recorded=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            self.console.print(f"[dim]✓ {step.name}: up to date (an older marker: structure checked, manifest recorded)[/]")
+            return
+        if verdict.touched:
+            marker = self._marker(step)
+            assert isinstance(marker, dict)
+            for f in marker["files"]:
+                f["mtime_ns"] = verdict.touched.get(f["path"], f.get("mtime_ns"))
+            write_json(step.out / MARKER, marker)
+        self.console.print(f"[dim]✓ {step.name}: up to date[/]")
 
     def select(self, only: list[str] | None = None) -> list[str]:
         """The names of the planned steps in order, or of those starting with one of `only`."""
@@ -366,6 +524,14 @@ class Study:
         return config_to_dict(self.cfg)
 
 
+def _changed_inputs(recorded: Any, now: dict[str, str | None] | None) -> str | None:
+    """The first input file whose hash differs from the one a marker recorded (None: same, or
+    nothing recorded to compare)."""
+    if not isinstance(recorded, dict) or now is None:
+        return None
+    return next((name for name in sorted(set(recorded) | set(now)) if recorded.get(name) != now.get(name)), None)
+
+
 def groups_of(members: Mapping[str, SourceConfig | InstructSetConfig]) -> dict[str, dict[str, float]]:
     """group -> {member: weight} of sources or instruction sets: what mixing schedules weight."""
     out: dict[str, dict[str, float]] = {}
@@ -374,4 +540,4 @@ def groups_of(members: Mapping[str, SourceConfig | InstructSetConfig]) -> dict[s
     return out
 
 
-__all__ = ["Study", "Step", "StepOutcome", "StudyRun", "groups_of"]
+__all__ = ["Study", "Step", "StepOutcome", "StudyRun", "Verdict", "groups_of"]
