@@ -25,7 +25,7 @@ DEMO_CONFIG = DATA_DIR.parent / "demo.yaml"
 
 def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] | None, force: bool, quiet: bool) -> None:
     from codestage.outputs import check_study_output
-    from codestage.study.report import write_report
+    from codestage.study.executors import coordinator_lock
     from codestage.study.runner import Study
 
     check_study_output(cfg, out)
@@ -33,9 +33,17 @@ def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] 
         cfg.eval.sample = None
     torch_flush_denormal()
     study = Study(cfg, out, console=console, progress=not quiet)
-    timings = study.run(only=only, force=force)
+    with coordinator_lock(out):
+        timings = study.run(only=only, force=force)
+        _report(study, out, timings, partial=bool(only))
+
+
+def _report(study, out: Path, timings, *, partial: bool) -> None:
+    """Write the study's report and print its table; a partial run reports the runs whose evaluation exists."""
+    from codestage.study.report import write_report
+
     runs = study.run_table()
-    if only:  # a partial run reports the runs whose evaluation exists
+    if partial:
         runs = {n: r for n, r in runs.items() if (r.eval_dir / "results.json").is_file()}
         if not runs:
             return
@@ -85,32 +93,78 @@ def demo(
     _run_study(load_config(DEMO_CONFIG), out, full_eval=full_eval, only=None, force=force, quiet=quiet)
 
 
+EXECUTOR_HELP = "inline | local | slurm (default: the config's executor.kind, else local where GPUs are visible, else inline)"
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="study YAML"),
     out: Path = typer.Option(..., "--out", help="output folder"),
     full_eval: bool = typer.Option(False, "--full-eval", help="ignore eval.sample and evaluate the full sets"),
-    only: Optional[list[str]] = typer.Option(None, "--only", help="run only steps whose name starts with this (repeatable)"),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="run only steps whose name starts with this "
+                                             "(repeatable; with --seeds also seedN/STEP), and what they need"),
     force: bool = typer.Option(False, "--force", help="rerun steps even when their outputs are up to date"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed (one study folder per seed)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="several seeds as one graph, e.g. 0,1,2: OUT/seedN each"),
+    executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    detach: bool = typer.Option(False, "--detach", help="slurm: submit every step and return; run again to collect"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="local: at most N steps at once"),
+    gpus_per_step: Optional[str] = typer.Option(None, "--gpus-per-step", help="GPUs per stage, e.g. pretrain=8,eval=1"),
+    steps_per_gpu: Optional[str] = typer.Option(None, "--steps-per-gpu", help="local: steps sharing one GPU, e.g. pretrain=4"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: partition of every step's job"),
+    account: Optional[str] = typer.Option(None, "--account", help="slurm: account of every step's job"),
+    time: Optional[str] = typer.Option(None, "--time", help="slurm: time limit of a step's job (HH:MM:SS, D-HH:MM:SS)"),
 ) -> None:
-    """Run a study from a YAML config; finished steps with the same inputs are skipped."""
-    cfg = load_config(config)
-    if seed is not None:
-        cfg.seed = seed
-    _run_study(cfg, out, full_eval=full_eval, only=only, force=force, quiet=quiet)
+    """Run a study from a YAML config; finished steps with the same inputs are skipped. Every
+    executor runs the same steps to the same results (docs/cluster.md)."""
+    from codestage.cli_run import run_command
+
+    ok = run_command(config, out, executor=executor, seeds_text=seeds, seed=seed, only=only, force=force,
+                     full_eval=full_eval, quiet=quiet, detach=detach, max_parallel=max_parallel,
+                     gpus_per_step=gpus_per_step, steps_per_gpu=steps_per_gpu, partition=partition, account=account,
+                     time=time)
+    if not ok:
+        raise typer.Exit(1)
 
 
 @app.command()
-def plan(config: Path = typer.Argument(..., help="study YAML"), out: Path = typer.Option(..., "--out")) -> None:
-    """List a study's steps, their keys and whether each is up to date."""
-    from codestage.study.runner import Study
+def step(
+    config: Path = typer.Argument(..., help="study YAML"),
+    out: Path = typer.Option(..., "--out", help="the study's output folder"),
+    name: str = typer.Option(..., "--step", help="the step, as `codestage plan` names it (pretrain/NL, eval/CC...)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    full_eval: bool = typer.Option(False, "--full-eval", help="ignore eval.sample and evaluate the full sets"),
+    force: bool = typer.Option(False, "--force", help="start the step over even when it is up to date"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Run one step of a study (what every executor's job runs); training steps also under torchrun."""
+    from codestage.cli_run import step_command
 
-    study = Study(load_config(config), out, console=console, progress=False)
-    table = Table("step", "key", "state", "folder")
-    for s in study.steps.values():
-        table.add_row(s.name, s.key[:12], study.state(s.name), str(s.out))
+    step_command(config, out, name, seed=seed, full_eval=full_eval, force=force, quiet=quiet)
+
+
+@app.command()
+def plan(
+    config: Path = typer.Argument(..., help="study YAML"),
+    out: Path = typer.Option(..., "--out"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="several seeds as one graph, e.g. 0,1,2"),
+    executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    gpus_per_step: Optional[str] = typer.Option(None, "--gpus-per-step", help="GPUs per stage, e.g. pretrain=8,eval=1"),
+    steps_per_gpu: Optional[str] = typer.Option(None, "--steps-per-gpu", help="local: steps sharing one GPU"),
+    partition: Optional[str] = typer.Option(None, "--partition"),
+    account: Optional[str] = typer.Option(None, "--account"),
+    time: Optional[str] = typer.Option(None, "--time"),
+) -> None:
+    """List a study's steps, their keys, whether each is up to date and what each gets under the executor."""
+    from codestage.cli_run import plan_rows
+
+    kind, rows = plan_rows(config, out, executor=executor, seeds_text=seeds, seed=seed, gpus_per_step=gpus_per_step,
+                           steps_per_gpu=steps_per_gpu, partition=partition, account=account, time=time)
+    table = Table("step", "key", "state", f"resources ({kind})", "folder")
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 
