@@ -28,7 +28,6 @@ from codestage.study.executors import (ExecutorConfig, Job, LocalEngine, OutputL
                                        coordinator_lock, launch_command, parse_slurm_time, resources_for, run_jobs)
 from codestage.study.executors.slurm import sbatch_parameters
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 WAIT_FOR = "import os, sys, time\ndef wait_for(p, s=60):\n    t = time.time() + s\n    while not os.path.exists(p):\n        if time.time() > t: sys.exit(9)\n        time.sleep(0.05)\n"
 
@@ -322,19 +321,6 @@ def test_executor_config_resources_per_stage() -> None:
 
 
 # ---------------------------------------------------------------------------------------- a real Slurm
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    """A single-node Slurm on this machine (scripts/slurm_local.sh), or a skip saying why not."""
-    if os.geteuid() != 0:
-        pytest.skip("Slurm tests: scripts/slurm_local.sh needs root to start the daemons")
-    try:
-        proc = subprocess.run([str(ROOT / "scripts" / "slurm_local.sh")], capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        pytest.skip("Slurm tests: scripts/slurm_local.sh did not finish within 15 minutes")
-    if proc.returncode != 0:
-        pytest.skip(f"Slurm tests: the local cluster did not start: {(proc.stderr or proc.stdout).strip()[-500:]}")
 
 
 def slurm_job(name: str, code: str, **kw) -> Job:

@@ -152,7 +152,7 @@ def run_command(config: Path, out: Path, *, executor: str | None, seeds_text: st
             rerun = rerun_base(config, out, kind, seeds=seeds, seed=seed, full_eval=full_eval, flags=flags)
             jobs = [to_job(t, exec_cfg, config=config, full_eval=full_eval, rerun=rerun) for t in prioritised(tasks)]
             summary = run_jobs(jobs, make_engine(kind, exec_cfg), out, detach=detach, console=console)
-            console.print(summary.render(), markup=False, highlight=False)
+            console.print(summary.render(), markup=False, highlight=False, soft_wrap=True)  # rerun commands unbroken
             finished = {n for n, o in summary.outcomes.items() if o.state in ("done", "up to date")}
             by_name = {t.name: t for t in tasks}
             for name, o in summary.outcomes.items():
@@ -165,7 +165,7 @@ def run_command(config: Path, out: Path, *, executor: str | None, seeds_text: st
             if not all(n in finished for n in mine):
                 left = len([n for n in mine if n not in finished])
                 console.print(f"[yellow]{part.study.out}: no report yet ({left} step(s) not done); the same "
-                              "command again runs or collects them and writes it[/]")
+                              "command again runs or collects them and writes it[/]", soft_wrap=True)
                 continue
             seed_timings = {}
             for n in chosen[part.prefix]:
