@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from codestage.outputs import mark_study
 from codestage.resources import bundled
 from codestage.study.executors import coordinator_lock
 
@@ -137,9 +138,11 @@ def test_failed_step_is_named_with_its_log_and_rerun_command(inline_run, tmp_pat
     assert results(out)["runs"] == results(inline)["runs"]  # the same data, the same numbers
 
 
-def test_second_run_on_the_same_folder_refuses(inline_run, tmp_path: Path) -> None:
-    config, _ = inline_run
+def test_second_run_on_the_same_folder_refuses(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "micro.yaml")
     out = tmp_path / "out"
+    out.mkdir()
+    mark_study(out)  # what a first run does before it takes the lock
     with coordinator_lock(out):
         proc = codestage("run", config, "--out", out, "--executor", "local", "--quiet")
     assert proc.returncode == 2

@@ -311,7 +311,7 @@ def main() -> None:
             _quiet_libraries()
             app()
     except CodestageError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         sys.exit(2)
     except (KeyboardInterrupt, SystemExit) as exc:  # typer turns a KeyboardInterrupt into exit status 130
         if isinstance(exc, SystemExit) and exc.code != 130:

@@ -130,7 +130,8 @@ def select(parts: list[SeedStudy], only: list[str] | None, *, force: bool = Fals
     for part in parts:  # what was brought in is part of the seed's run (its report's step table too)
         extra = [t.step for t in tasks if t.part is part and t.name in keep and t.step not in chosen[part.prefix]]
         chosen[part.prefix] = [n for n in part.study.steps if n in chosen[part.prefix] or n in extra]
-    return [t for t in tasks if t.name in keep], chosen
+    # a step's inputs left out of the graph are up to date: the job waits for none of them
+    return [dataclasses.replace(t, deps=tuple(d for d in t.deps if d in keep)) for t in tasks if t.name in keep], chosen
 
 
 def prioritised(tasks: list[Task]) -> list[Task]:
