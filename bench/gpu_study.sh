@@ -4,7 +4,7 @@
 # several small steps per GPU (the config's executor.steps_per_gpu), each step as soon as its inputs
 # are done. The seed-independent tokenizer, stores and decontamination are made once and linked into
 # seeds 1 and 2. Scope as in docs/results: seed 0 whole, seeds 1 and 2 pretraining (NL, CODE) and
-# its evaluations. Everything but weights, token stores and checkpoints comes back as
+# its evaluations; decontamination (CPU only) is left to `codestage run ... --only decontam`. Everything but weights, token stores and checkpoints comes back as
 # $1/study.tar.gz (the steps' logs in study/logs/; the coordinator's
 # output in $1/run.log); the last line is the
 # total wall time. Data: .gpudata/ (see configs/gpu-small.yaml).
@@ -18,7 +18,7 @@ set -uo pipefail
 OUTDIR="${1:-gpu-out}"; mkdir -p "$OUTDIR"
 CFG="${STUDY_CONFIG:-configs/gpu-small.yaml}"
 S="${STUDY_DIR:-/tmp/study}"; LOG="$OUTDIR/run.log"
-ONLY="${STUDY_ONLY---only seed0 --only pretrain --only eval/NL --only eval/CODE}"
+ONLY="${STUDY_ONLY---only pretrain --only seed0/instruct --only seed0/eval --only eval/NL --only eval/CODE}"
 if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1; fi
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 PY="${PYTHON:-python3}"

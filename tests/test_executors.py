@@ -197,6 +197,29 @@ def test_local_gpu_assignment_with_explicit_devices(tmp_path: Path) -> None:
         run_jobs([pyjob("wide", "", resources=Resources(gpus=2, nodes=2))], engine, tmp_path / "out2", console=quiet())
 
 
+def test_local_packs_small_steps_onto_shared_gpus(tmp_path: Path) -> None:
+    d = tmp_path / "f"
+    d.mkdir()
+    names = ["s0", "s1", "s2", "s3"]
+    # four one-GPU jobs that may share a GPU two by two: they only finish if all four run at once
+    small = [pyjob(n, f"import glob\nopen('{d}/{n}.gpus','w').write(os.environ['CUDA_VISIBLE_DEVICES'])\n"
+                   f"open('{d}/{n}.start','w').close()\n" + "".join(f"wait_for('{d}/{m}.start')\n" for m in names)
+                   + f"open('{d}/{n}.end','w').close()", resources=Resources(gpus=1, gpu_share=2)) for n in names]
+    # a two-GPU job has its GPUs to itself: no small job runs while it does
+    busy = "len(glob.glob('{d}/*.start')) - len(glob.glob('{d}/*.end'))"
+    big = pyjob("big", f"import glob\nb = {busy.format(d=d)}\ntime.sleep(0.5)\ne = {busy.format(d=d)}\n"
+                f"open('{d}/big.busy','w').write(str(b) + ',' + str(e))", resources=Resources(gpus=2))
+    engine = LocalEngine(devices=["0", "1"], max_parallel=5)
+    summary = run_jobs([*small, big], engine, tmp_path / "out", console=quiet())
+    assert summary.ok, summary.render()
+    placed = sorted((d / f"{n}.gpus").read_text() for n in names)
+    assert placed == ["0", "0", "1", "1"]  # spread over both GPUs, two on each
+    assert (d / "big.busy").read_text() == "0,0"
+    assert engine.in_use() == {}
+    with pytest.raises(ConfigError, match="gpu_share"):
+        Resources(gpus=2, gpu_share=2)
+
+
 def test_launch_command_wraps_in_torchrun() -> None:
     argv = ["python", "-m", "codestage.cli", "step", "s.yaml", "--out", "o", "--step", "pretrain/NL"]
     assert launch_command(argv, gpus_per_node=1) == argv
