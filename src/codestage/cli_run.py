@@ -239,6 +239,7 @@ def plan_rows(config: Path, out: Path, *, executor: str | None, seeds_text: str 
     """(executor kind, rows of step, key, state, resources, folder) for `codestage plan`."""
     from codestage.config import load_config
     from codestage.study.dispatch import check_executor, describe, plan_tasks, seed_studies, task_resources
+    from codestage.study.executors import visible_gpus
 
     cfg = load_config(config)
     seeds = parse_seeds(seeds_text)
@@ -249,6 +250,7 @@ def plan_rows(config: Path, out: Path, *, executor: str | None, seeds_text: str 
     parts = seed_studies(cfg, out, seeds, console=console, progress=False)
     check_executor(exec_cfg, parts)
     tasks = {t.name: t for t in plan_tasks(parts)}
+    gpus_here = len(visible_gpus()) if kind == "local" else 0
     rows = []
     for part in parts:
         for name, s in part.study.steps.items():
@@ -256,6 +258,6 @@ def plan_rows(config: Path, out: Path, *, executor: str | None, seeds_text: str 
             state = part.study.state(name)
             if task is not None and task.shared_from and state != "up to date":
                 state = f"linked from {task.shared_from.prefix}{name}"
-            res = describe(task_resources(exec_cfg, task), kind) if task else "—"
+            res = describe(task_resources(exec_cfg, task), kind, gpus_here) if task else "—"
             rows.append((part.prefix + name, s.key[:12], state, res, str(s.out)))
     return kind, rows

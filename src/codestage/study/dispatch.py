@@ -196,12 +196,13 @@ def to_job(task: Task, cfg: ExecutorConfig, *, config: Path, full_eval: bool, re
                rerun=shlex.join([*rerun, "--only", task.name]), is_done=is_done, prepare=prepare)
 
 
-def describe(res: Resources, kind: str) -> str:
-    """A step's resources under an executor, for `codestage plan`."""
+def describe(res: Resources, kind: str, gpus_here: int = 1) -> str:
+    """A step's resources under an executor, for `codestage plan` (`gpus_here`: GPUs the local
+    executor sees; without any, every step runs as a CPU process)."""
     if kind == "inline":
         return "this process"
     if kind == "local":
-        if not res.gpus:
+        if not res.gpus or not gpus_here:
             return "CPU"
         if res.gpu_share > 1:
             return f"1/{res.gpu_share} GPU"
