@@ -95,3 +95,17 @@ def cli_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> C
         return int(exc.value.code or 0), " ".join((captured.err + captured.out).split())
 
     return run
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """A single-node Slurm on this machine (scripts/slurm_local.sh), or a skip saying why not."""
+    if os.geteuid() != 0:
+        pytest.skip("Slurm tests: scripts/slurm_local.sh needs root to start the daemons")
+    script = BENCH.parent / "scripts" / "slurm_local.sh"
+    try:
+        proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        pytest.skip("Slurm tests: scripts/slurm_local.sh did not finish within 15 minutes")
+    if proc.returncode != 0:
+        pytest.skip(f"Slurm tests: the local cluster did not start: {(proc.stderr or proc.stdout).strip()[-500:]}")

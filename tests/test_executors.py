@@ -20,14 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from rich.console import Console
 
 from codestage.errors import ConfigError
 from codestage.study.executors import (ExecutorConfig, Job, LocalEngine, OutputLocked, Resources, SlurmEngine,
-                                       coordinator_lock, launch_command, parse_slurm_time, run_jobs)
+                                       coordinator_lock, launch_command, parse_slurm_time, resources_for, run_jobs)
 from codestage.study.executors.slurm import sbatch_parameters
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 WAIT_FOR = "import os, sys, time\ndef wait_for(p, s=60):\n    t = time.time() + s\n    while not os.path.exists(p):\n        if time.time() > t: sys.exit(9)\n        time.sleep(0.05)\n"
 
@@ -190,11 +190,34 @@ def test_local_gpu_assignment_with_explicit_devices(tmp_path: Path) -> None:
     assert sorted(gpus[n] for n in "xyz") == ["0", "1", "2"]  # one GPU each, none shared
     assert gpus["w"] in {"0", "1", "2"} and (d / "w.saw").read_text() == "3"
     assert (d / "cpu.gpus").read_text() == ""  # a job that asks no GPU sees none
-    assert engine._free == ["0", "1", "2"]  # all handed back
+    assert engine.in_use() == {}  # all handed back
     with pytest.raises(ConfigError, match="asks for 4 GPUs; this machine has 3"):
         run_jobs([pyjob("big", "", resources=Resources(gpus=4))], engine, tmp_path / "out2", console=quiet())
     with pytest.raises(ConfigError, match="2 nodes"):
         run_jobs([pyjob("wide", "", resources=Resources(gpus=2, nodes=2))], engine, tmp_path / "out2", console=quiet())
+
+
+def test_local_packs_small_steps_onto_shared_gpus(tmp_path: Path) -> None:
+    d = tmp_path / "f"
+    d.mkdir()
+    names = ["s0", "s1", "s2", "s3"]
+    # four one-GPU jobs that may share a GPU two by two: they only finish if all four run at once
+    small = [pyjob(n, f"import glob\nopen('{d}/{n}.gpus','w').write(os.environ['CUDA_VISIBLE_DEVICES'])\n"
+                   f"open('{d}/{n}.start','w').close()\n" + "".join(f"wait_for('{d}/{m}.start')\n" for m in names)
+                   + f"open('{d}/{n}.end','w').close()", resources=Resources(gpus=1, gpu_share=2)) for n in names]
+    # a two-GPU job has its GPUs to itself: no small job runs while it does
+    busy = "len(glob.glob('{d}/*.start')) - len(glob.glob('{d}/*.end'))"
+    big = pyjob("big", f"import glob\nb = {busy.format(d=d)}\ntime.sleep(0.5)\ne = {busy.format(d=d)}\n"
+                f"open('{d}/big.busy','w').write(str(b) + ',' + str(e))", resources=Resources(gpus=2))
+    engine = LocalEngine(devices=["0", "1"], max_parallel=5)
+    summary = run_jobs([*small, big], engine, tmp_path / "out", console=quiet())
+    assert summary.ok, summary.render()
+    placed = sorted((d / f"{n}.gpus").read_text() for n in names)
+    assert placed == ["0", "0", "1", "1"]  # spread over both GPUs, two on each
+    assert (d / "big.busy").read_text() == "0,0"
+    assert engine.in_use() == {}
+    with pytest.raises(ConfigError, match="gpu_share"):
+        Resources(gpus=2, gpu_share=2)
 
 
 def test_launch_command_wraps_in_torchrun() -> None:
@@ -296,12 +319,12 @@ def test_executor_config_resources_per_stage() -> None:
         "slurm": {"partition": "gpu", "account": "proj", "time": "2-00:00:00", "gpus_per_node": 8, "cpus_per_gpu": 6,
                   "mem_per_gpu_gb": 80, "sbatch": {"constraint": "h100"},
                   "stages": {"eval": {"partition": "shared", "time": "02:00:00"}}}})
-    pre = cfg.resources_for("pretrain/CODE")
+    pre = resources_for(cfg, "pretrain/CODE")
     assert (pre.gpus, pre.nodes, pre.gpus_per_node, pre.cpus, pre.mem_gb, pre.time_min) == (16, 2, 8, 48, 640, 2880)
     assert (pre.partition, pre.account, dict(pre.sbatch)) == ("gpu", "proj", {"constraint": "h100"})
-    ev = cfg.resources_for("eval/CC")
+    ev = resources_for(cfg, "eval/CC")
     assert (ev.gpus, ev.nodes, ev.partition, ev.account, ev.time_min) == (1, 1, "shared", "proj", 120)
-    tok = cfg.resources_for("tokenizer")
+    tok = resources_for(cfg, "tokenizer")
     assert (tok.gpus, tok.cpus, tok.mem_gb) == (0, 4, None)
     p = sbatch_parameters(Job("pretrain/CODE", ("true",), resources=pre), after=["11", "12"], run_id="r",
                           signal_delay_s=90)
@@ -310,28 +333,17 @@ def test_executor_config_resources_per_stage() -> None:
     assert p["dependency"] == "afterok:11:12" and p["comment"] == "codestage:r"
     assert p["additional_parameters"]["kill-on-invalid-dep"] == "yes" and p["additional_parameters"]["constraint"] == "h100"
     assert [parse_slurm_time(t) for t in ("30", "90:30", "1:00:00", "1-0", "1-2:30")] == [30, 91, 60, 1440, 1590]
-    with pytest.raises(ConfigError, match="executor.slurm.time: '1h' is not a Slurm time"):
-        ExecutorConfig.model_validate({"slurm": {"time": "1h"}}).resources_for("eval/x")
-    with pytest.raises(ConfigError, match="gpus_per_step.pretrain = 12 spans several nodes"):
-        ExecutorConfig.model_validate({"gpus_per_step": {"pretrain": 12}}).resources_for("pretrain/NL")
+    with pytest.raises(ValidationError, match="'1h' is not a Slurm time"):
+        ExecutorConfig.model_validate({"slurm": {"time": "1h"}})
+    with pytest.raises(ValidationError, match="gpus_per_step.pretrain = 12 spans several nodes"):
+        ExecutorConfig.model_validate({"gpus_per_step": {"pretrain": 12}})
+    with pytest.raises(ValidationError, match="steps_per_gpu.pretrain = 4: steps that share a GPU ask for one GPU"):
+        ExecutorConfig.model_validate({"gpus_per_step": {"pretrain": 2}, "steps_per_gpu": {"pretrain": 4}})
     with pytest.raises(Exception, match="partitoin"):
         ExecutorConfig.model_validate({"slurm": {"partitoin": "gpu"}})
 
 
 # ---------------------------------------------------------------------------------------- a real Slurm
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    """A single-node Slurm on this machine (scripts/slurm_local.sh), or a skip saying why not."""
-    if os.geteuid() != 0:
-        pytest.skip("Slurm tests: scripts/slurm_local.sh needs root to start the daemons")
-    try:
-        proc = subprocess.run([str(ROOT / "scripts" / "slurm_local.sh")], capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        pytest.skip("Slurm tests: scripts/slurm_local.sh did not finish within 15 minutes")
-    if proc.returncode != 0:
-        pytest.skip(f"Slurm tests: the local cluster did not start: {(proc.stderr or proc.stdout).strip()[-500:]}")
 
 
 def slurm_job(name: str, code: str, **kw) -> Job:

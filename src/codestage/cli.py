@@ -35,7 +35,7 @@ def _verify(value: str) -> str:
 def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] | None, force: bool, quiet: bool,
                verify: str = "quick") -> None:
     from codestage.outputs import check_study_output
-    from codestage.study.report import write_report
+    from codestage.study.executors import coordinator_lock
     from codestage.study.runner import Study
 
     check_study_output(cfg, out)
@@ -43,9 +43,17 @@ def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] 
         cfg.eval.sample = None
     torch_flush_denormal()
     study = Study(cfg, out, console=console, progress=not quiet, verify=verify)
-    timings = study.run(only=only, force=force)
+    with coordinator_lock(out):
+        timings = study.run(only=only, force=force)
+        _report(study, out, timings, partial=bool(only))
+
+
+def _report(study, out: Path, timings, *, partial: bool) -> None:
+    """Write the study's report and print its table; a partial run reports the runs whose evaluation exists."""
+    from codestage.study.report import write_report
+
     runs = study.run_table()
-    if only:  # a partial run reports the runs whose evaluation exists
+    if partial:
         runs = {n: r for n, r in runs.items() if study.up_to_date(f"eval/{n}")}
         if not runs:
             return
@@ -95,35 +103,81 @@ def demo(
     _run_study(load_config(DEMO_CONFIG), out, full_eval=full_eval, only=None, force=force, quiet=quiet)
 
 
+EXECUTOR_HELP = "inline | local | slurm (default: the config's executor.kind, else local where GPUs are visible, else inline)"
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="study YAML"),
     out: Path = typer.Option(..., "--out", help="output folder"),
     full_eval: bool = typer.Option(False, "--full-eval", help="ignore eval.sample and evaluate the full sets"),
-    only: Optional[list[str]] = typer.Option(None, "--only", help="run only steps whose name starts with this (repeatable)"),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="run only steps whose name starts with this "
+                                             "(repeatable; with --seeds also seedN/STEP), and what they need"),
     force: bool = typer.Option(False, "--force", help="rerun steps even when their outputs are up to date"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed (one study folder per seed)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="several seeds as one graph, e.g. 0,1,2: OUT/seedN each"),
     verify: str = typer.Option("quick", "--verify", callback=_verify, help=VERIFY_HELP),
+    executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    detach: bool = typer.Option(False, "--detach", help="slurm: submit every step and return; run again to collect"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="local: at most N steps at once"),
+    gpus_per_step: Optional[str] = typer.Option(None, "--gpus-per-step", help="GPUs per stage, e.g. pretrain=8,eval=1"),
+    steps_per_gpu: Optional[str] = typer.Option(None, "--steps-per-gpu", help="local: steps sharing one GPU, e.g. pretrain=4"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: partition of every step's job"),
+    account: Optional[str] = typer.Option(None, "--account", help="slurm: account of every step's job"),
+    time: Optional[str] = typer.Option(None, "--time", help="slurm: time limit of a step's job (HH:MM:SS, D-HH:MM:SS)"),
 ) -> None:
-    """Run a study from a YAML config; finished steps with the same inputs and intact outputs are skipped."""
-    cfg = load_config(config)
-    if seed is not None:
-        cfg.seed = seed
-    _run_study(cfg, out, full_eval=full_eval, only=only, force=force, quiet=quiet, verify=verify)
+    """Run a study from a YAML config; finished steps with the same inputs are skipped. Every
+    executor runs the same steps to the same results (docs/cluster.md)."""
+    from codestage.cli_run import run_command
+
+    ok = run_command(config, out, executor=executor, seeds_text=seeds, seed=seed, only=only, force=force, verify=verify,
+                     full_eval=full_eval, quiet=quiet, detach=detach, max_parallel=max_parallel,
+                     gpus_per_step=gpus_per_step, steps_per_gpu=steps_per_gpu, partition=partition, account=account,
+                     time=time)
+    if not ok:
+        raise typer.Exit(1)
 
 
 @app.command()
-def plan(config: Path = typer.Argument(..., help="study YAML"), out: Path = typer.Option(..., "--out"),
-         verify: str = typer.Option("quick", "--verify", callback=_verify, help=VERIFY_HELP)) -> None:
-    """List a study's steps, their keys and whether each is up to date (outputs checked), damaged or to run."""
-    from codestage.study.runner import Study
+def step(
+    config: Path = typer.Argument(..., help="study YAML"),
+    out: Path = typer.Option(..., "--out", help="the study's output folder"),
+    name: str = typer.Option(..., "--step", help="the step, as `codestage plan` names it (pretrain/NL, eval/CC...)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    full_eval: bool = typer.Option(False, "--full-eval", help="ignore eval.sample and evaluate the full sets"),
+    force: bool = typer.Option(False, "--force", help="start the step over even when it is up to date"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Run one step of a study (what every executor's job runs); training steps also under torchrun."""
+    from codestage.cli_run import step_command
 
-    study = Study(load_config(config), out, console=console, progress=False, verify=verify)
-    table = Table("step", "key", "state", "folder")
-    states = study.states()
-    for s in study.steps.values():
-        table.add_row(s.name, s.key[:12], states[s.name], str(s.out))
+    step_command(config, out, name, seed=seed, full_eval=full_eval, force=force, quiet=quiet)
+
+
+@app.command()
+def plan(
+    config: Path = typer.Argument(..., help="study YAML"),
+    out: Path = typer.Option(..., "--out"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="several seeds as one graph, e.g. 0,1,2"),
+    verify: str = typer.Option("quick", "--verify", callback=_verify, help=VERIFY_HELP),
+    executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    gpus_per_step: Optional[str] = typer.Option(None, "--gpus-per-step", help="GPUs per stage, e.g. pretrain=8,eval=1"),
+    steps_per_gpu: Optional[str] = typer.Option(None, "--steps-per-gpu", help="local: steps sharing one GPU"),
+    partition: Optional[str] = typer.Option(None, "--partition"),
+    account: Optional[str] = typer.Option(None, "--account"),
+    time: Optional[str] = typer.Option(None, "--time"),
+) -> None:
+    """List a study's steps, their keys, whether each is up to date and what each gets under the executor."""
+    from codestage.cli_run import plan_rows
+
+    kind, rows = plan_rows(config, out, executor=executor, seeds_text=seeds, seed=seed, verify=verify,
+                           gpus_per_step=gpus_per_step,
+                           steps_per_gpu=steps_per_gpu, partition=partition, account=account, time=time)
+    table = Table("step", "key", "state", f"resources ({kind})", "folder")
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 
@@ -145,8 +199,6 @@ def eval_cmd(
     samples: int = typer.Option(1, "--samples", min=1, help="generations per code item for pass@k (k <= samples)"),
     temperature: float = typer.Option(0.8, "--temperature", min=0.0),
     no_execute: bool = typer.Option(False, "--no-execute", help="do not run generated code (BLEU only)"),
-    no_generate: bool = typer.Option(False, "--no-generate",
-                                     help="code tasks: generate nothing, score only the reference's bits per byte"),
     check_references: bool = typer.Option(False, "--check-references",
                                           help="run the reference solutions instead of model output (harness self-test)"),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="seconds per executed program"),
@@ -159,9 +211,9 @@ def eval_cmd(
 
     results = evaluate(model, [tasks], out, data_dir=data_dir, limit=limit, sample=sample, seed=seed, protocol=protocol,
                        shots=shots, batch_size=batch_size, device=device, max_new_tokens=max_new_tokens,
-                       execute=not no_execute, generate=not no_generate, check_references=check_references, samples=samples,
+                       execute=not no_execute, check_references=check_references, samples=samples,
                        temperature=temperature, timeout_s=timeout, progress=not quiet, lenient=lenient)
-    table = Table("task", "score", "95% CI", "bits/byte of the gold [95% CI]", "split, n", title=f"codestage eval ({results.protocol}, {results.shots}-shot)")
+    table = Table("task", "score", "95% CI", "split, n", title=f"codestage eval ({results.protocol}, {results.shots}-shot)")
     for row in summary_rows(results):
         table.add_row(*row)
     Console().print(table)
@@ -178,7 +230,7 @@ def compare(
     common_only: bool = typer.Option(False, "--common-only", help="compare only the items both sides share (when they differ)"),
 ) -> None:
     """Paired difference A - B per task with its 95% interval and a paired-bootstrap p-value,
-    plus continuous metrics (margin of the gold choice; bits per byte of the gold answer) in the JSON and table."""
+    plus continuous metrics (margin of the gold choice; bits per byte of MBPP references) in the JSON and table."""
     from codestage.atomic import write_json
     from codestage.eval.harness import compare as compare_runs
 
@@ -200,9 +252,8 @@ def compare(
             if c is not None:
                 cont.append(f"{label} {c.diff:+.4f} [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] p={c.p_value:.3f}")
         n = f"{r.split}, n={r.n}" if r.split else str(r.n)
-        d = 4 if r.metric == "bits_per_byte" else 2  # a task scored by its bits per byte only (--no-generate)
-        table.add_row(task, r.metric, n, f"{r.a:.{d}f}", f"{r.b:.{d}f}", f"{r.diff:+.{d}f}",
-                      f"[{lo:+.{d}f}, {hi:+.{d}f}]", f"{r.p_value:.3f}", "; ".join(cont))
+        table.add_row(task, r.metric, n, f"{r.a:.2f}", f"{r.b:.2f}", f"{r.diff:+.2f}",
+                      f"[{lo:+.2f}, {hi:+.2f}]", f"{r.p_value:.3f}", "; ".join(cont))
     Console().print(table)
     if json_out:
         write_json(json_out, result.to_json())
@@ -273,7 +324,7 @@ def main() -> None:
             _quiet_libraries()
             app()
     except CodestageError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         sys.exit(2)
     except (KeyboardInterrupt, SystemExit) as exc:  # typer turns a KeyboardInterrupt into exit status 130
         if isinstance(exc, SystemExit) and exc.code != 130:

@@ -8,11 +8,12 @@ Every section has defaults so a config only says what differs.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from codestage.domains import DOMAINS
 from codestage.errors import ConfigError
@@ -198,6 +199,111 @@ class EvalConfig(_Strict):
     heldout: dict[str, HeldoutConfig] = Field(default_factory=dict, description="name -> held-out documents scored per model")
 
 
+SbatchValue = str | int | bool
+DEFAULT_GPUS_PER_STEP = {"pretrain": 1, "instruct": 1, "eval": 1}
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def parse_slurm_time(text: str | int, where: str = "time") -> int:
+    """Minutes (rounded up) of a time in sbatch's formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
+    m = _SLURM_TIME.match(str(text).strip())
+    if not m:
+        raise ConfigError(f"{where}: {text!r} is not a Slurm time (MM, HH:MM:SS or D-HH:MM:SS)")
+    days, a, b, c = m.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        seconds = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+    elif c is not None:  # HH:MM:SS
+        seconds = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:  # MM:SS
+        seconds = int(a) * 60 + int(b)
+    else:  # MM
+        seconds = int(a) * 60
+    if seconds <= 0:
+        raise ConfigError(f"{where}: {text!r} is no time at all")
+    return math.ceil(seconds / 60)
+
+
+def _check_time(value: str | int) -> str | int:
+    try:
+        parse_slurm_time(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("time: ")) from None
+    return value
+
+
+SlurmTime = Annotated[str | int, AfterValidator(_check_time),
+                      Field(description="MM, HH:MM:SS or D-HH:MM:SS (an integer: minutes)")]
+
+
+class SlurmStageOptions(_Strict):
+    """What differs for one stage's steps (e.g. evaluation on a cheaper partition, for less time)."""
+
+    partition: Name | None = None
+    account: Name | None = None
+    qos: Name | None = None
+    time: SlurmTime | None = None
+    sbatch: dict[str, SbatchValue] = Field(default_factory=dict, description="more sbatch options for this stage")
+
+
+
+class SlurmOptions(_Strict):
+    """The sbatch options of every step's job; `stages` overrides some per stage."""
+
+    partition: Name | None = None
+    account: Name | None = None
+    qos: Name | None = None
+    time: SlurmTime = "24:00:00"
+    gpus_per_node: int = Field(8, ge=1, description="a step asking more GPUs spans gpus / gpus_per_node nodes")
+    cpus_per_gpu: int = Field(8, ge=1)
+    mem_per_gpu_gb: float | None = Field(None, gt=0, description="none: the partition's default")
+    cpus_per_step: int = Field(4, ge=1, description="CPUs of a step without GPUs (tokenizer, stores)")
+    mem_per_step_gb: float | None = Field(None, gt=0)
+    sbatch: dict[str, SbatchValue] = Field(default_factory=dict, description="any other sbatch option, every step")
+    setup: list[str] = Field(default_factory=list, description="shell lines before each job (module load ...)")
+    stages: dict[str, SlurmStageOptions] = Field(default_factory=dict)
+    max_requeues: int = Field(3, ge=0, description="requeues of a job that reached its time limit")
+    signal_delay_s: int = Field(90, ge=10, description="Slurm warns a job this long before its limit")
+
+
+
+class ExecutorConfig(_Strict):
+    """How a study's steps run (docs/cluster.md); never part of a step's key or of results.json.
+
+    `kind`: inline (in the coordinator, one after another), local (each step a process on this
+    machine, side by side on its GPUs) or slurm (each step a Slurm job); none: local where GPUs are
+    visible, else inline. A step's stage is the first part of its name (`pretrain/NL` -> pretrain).
+    """
+
+    kind: Literal["inline", "local", "slurm"] | None = None
+    retries: int = Field(1, ge=0, description="how many times a failed step is started again")
+    max_parallel: int | None = Field(None, ge=1, description="local: at most this many steps at once "
+                                     "(default: GPUs x the largest steps_per_gpu, 1 without GPUs)")
+    gpus_per_step: dict[Name, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_GPUS_PER_STEP),
+        description="GPUs of each stage's steps, over the defaults pretrain/instruct/eval 1; stages not named get none")
+    steps_per_gpu: dict[Name, Annotated[int, Field(ge=1, le=64)]] = Field(
+        default_factory=dict, description="local: how many of a stage's one-GPU steps may share one GPU (default 1)")
+    slurm: SlurmOptions = Field(default_factory=SlurmOptions)
+
+    @field_validator("gpus_per_step")
+    @classmethod
+    def _over_defaults(cls, v: dict[str, int]) -> dict[str, int]:
+        return {**DEFAULT_GPUS_PER_STEP, **v}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExecutorConfig":
+        per_node = self.slurm.gpus_per_node
+        for stage, gpus in self.gpus_per_step.items():
+            if gpus > per_node and gpus % per_node:
+                raise ValueError(f"gpus_per_step.{stage} = {gpus} spans several nodes: make it a multiple of "
+                                 f"slurm.gpus_per_node ({per_node})")
+        for stage, k in self.steps_per_gpu.items():
+            if k > 1 and self.gpus_per_step.get(stage, 0) != 1:
+                raise ValueError(f"steps_per_gpu.{stage} = {k}: steps that share a GPU ask for one GPU each, but "
+                                 f"gpus_per_step.{stage} is {self.gpus_per_step.get(stage, 0)}")
+        return self
+
+
 class StudyConfig(_Strict):
     name: Name = "study"
     seed: int = Field(0, ge=0)
@@ -208,6 +314,8 @@ class StudyConfig(_Strict):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     instruct: InstructConfig = Field(default_factory=InstructConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, exclude=True,
+                                     description="where steps run (docs/cluster.md); not in keys or results")
     base_dir: Path = Field(Path("."), exclude=True, description="relative data paths resolve against this")
 
     @field_validator("sources")

@@ -500,6 +500,14 @@ class Study:
             write_json(step.out / MARKER, marker)
         self.console.print(f"[dim]✓ {step.name}: up to date[/]")
 
+    def discard(self, name: str) -> None:
+        """Remove step `name`'s folder (an alias's belongs to the step it names), so that it runs from
+        the start: --force under an executor, which then runs the step without --force, so that a
+        retried or requeued attempt resumes from the new run's checkpoints instead of starting over."""
+        step = self.steps[name]
+        if step.alias_of is None and step.out.exists():
+            shutil.rmtree(step.out)
+
     def select(self, only: list[str] | None = None) -> list[str]:
         """The names of the planned steps in order, or of those starting with one of `only`."""
         selected = [n for n in self.steps if not only or any(n.startswith(o) for o in only)]

@@ -19,7 +19,8 @@ Nothing here imports training or evaluation code: a job is a command line.
 from __future__ import annotations
 
 from codestage.errors import ConfigError
-from codestage.study.executors.config import ExecutorConfig, SlurmOptions, SlurmStageOptions, default_kind, parse_slurm_time
+from codestage.study.executors.config import (ExecutorConfig, SlurmOptions, SlurmStageOptions, default_kind,
+                                              parse_slurm_time, resources_for, stage_of)
 from codestage.study.executors.engine import Engine, ExecutorError, Record, Status
 from codestage.study.executors.jobs import Job, Resources
 from codestage.study.executors.local import LocalEngine, visible_gpus
@@ -33,7 +34,7 @@ def make_engine(kind: str, cfg: ExecutorConfig | None = None) -> Engine:
     """The engine for `kind` ("local" or "slurm"), set up from the study's `executor:` section."""
     cfg = cfg or ExecutorConfig()
     if kind == "local":
-        return LocalEngine(max_parallel=cfg.max_parallel)
+        return LocalEngine(max_parallel=cfg.max_parallel, steps_per_gpu=max(cfg.steps_per_gpu.values(), default=1))
     if kind == "slurm":
         return SlurmEngine(max_requeues=cfg.slurm.max_requeues, signal_delay_s=cfg.slurm.signal_delay_s)
     raise ConfigError(f"executor {kind!r}: engines are local and slurm (inline steps run in the coordinator itself)")
@@ -42,5 +43,6 @@ def make_engine(kind: str, cfg: ExecutorConfig | None = None) -> Engine:
 __all__ = [
     "Engine", "ExecutorConfig", "ExecutorError", "Job", "JobOutcome", "LocalEngine", "OutputLocked", "Record",
     "Resources", "RunSummary", "SlurmEngine", "SlurmOptions", "SlurmStageOptions", "Status", "coordinator_lock",
-    "default_kind", "launch_command", "make_engine", "parse_slurm_time", "run_jobs", "visible_gpus",
+    "default_kind", "launch_command", "make_engine", "parse_slurm_time", "resources_for", "run_jobs", "stage_of",
+    "visible_gpus",
 ]

@@ -22,10 +22,13 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+=-]+(/[A-Za-z0-9_.+=-]+)*$")
 @dataclass(frozen=True)
 class Resources:
     """What one job asks for. `gpus` counts all GPUs of the job (`nodes` x GPUs per node); cpus and
-    memory are per node. The Slurm fields are ignored by the local engine."""
+    memory are per node. `gpu_share`: a one-GPU job may share its GPU with this many jobs in all
+    (the local engine packs small steps side by side; a Slurm job has its GPUs to itself). The Slurm
+    fields are ignored by the local engine."""
 
     gpus: int = 0
     nodes: int = 1
+    gpu_share: int = 1
     cpus: int = 1
     mem_gb: float | None = None
     time_min: int | None = None
@@ -38,6 +41,8 @@ class Resources:
     def __post_init__(self) -> None:
         if self.gpus < 0 or self.nodes < 1 or self.cpus < 1:
             raise ConfigError(f"resources: gpus >= 0, nodes >= 1 and cpus >= 1 are required, got {self}")
+        if self.gpu_share < 1 or (self.gpu_share > 1 and self.gpus != 1):
+            raise ConfigError(f"resources: gpu_share >= 1, and > 1 only for a job of one GPU, got {self}")
         if self.gpus % self.nodes:
             raise ConfigError(f"resources: {self.gpus} GPUs do not split evenly over {self.nodes} nodes")
 
@@ -56,6 +61,8 @@ class Job:
     (a study step's key): with the command it decides whether a job recorded by an earlier run is the
     same job. `is_done`, where given, says whether the job's outputs already exist; a job that is done
     is not run again. `rerun` is the command a user types to run the job again (shown in the summary).
+    `prepare`, where given, runs in the coordinator right before the job is submitted (a forced
+    step's old outputs are removed there, so that its retries resume instead of starting over).
     """
 
     name: str
@@ -69,6 +76,7 @@ class Job:
     key: str = ""
     rerun: str | None = None
     is_done: Callable[[], bool] | None = field(default=None, compare=False)
+    prepare: Callable[[], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or ".." in self.name.split("/"):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,6 +77,7 @@ def record_status(records: list[Record]) -> dict[str, Status]:
 @dataclass
 class _Running:
     devices: list[str]
+    share: int = 1  # jobs that may share each of these GPUs (1: the GPUs are the job's alone)
     proc: subprocess.Popen | None = None  # None: adopted from an earlier coordinator
 
 
@@ -83,9 +85,12 @@ class LocalEngine:
     """Runs jobs side by side on this machine.
 
     `devices`: the GPU ids to hand out (default: the visible ones). A job asking G GPUs gets G of
-    them in CUDA_VISIBLE_DEVICES, under `torchrun --standalone --nproc-per-node G` where G > 1.
-    `max_parallel`: at most this many jobs at once (default: one per GPU, or 1 without GPUs). On a
-    machine without GPUs, jobs that ask for GPUs run as one CPU process each, as `inline` would.
+    them in CUDA_VISIBLE_DEVICES, under `torchrun --standalone --nproc-per-node G` where G > 1. A
+    one-GPU job whose resources allow `gpu_share` k > 1 takes 1/k of a GPU: up to k such jobs run on
+    one GPU, each placed on the least-loaded GPU with room (ties in turn), so small steps spread over
+    all GPUs. `max_parallel`: at most this many jobs at once (default: GPUs x `steps_per_gpu`, or 1
+    without GPUs). On a machine without GPUs, jobs that ask for GPUs run as one CPU process each, as
+    `inline` would.
     """
 
     name = "local"
@@ -95,17 +100,22 @@ class LocalEngine:
     result_grace_s = 0.0
 
     def __init__(self, devices: Sequence[str | int] | None = None, max_parallel: int | None = None,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, steps_per_gpu: int = 1) -> None:
         self.devices = [str(d) for d in (visible_gpus() if devices is None else devices)]
         if max_parallel is not None and max_parallel < 1:
             raise ConfigError(f"max_parallel must be >= 1, got {max_parallel}")
-        self.max_parallel = max_parallel or max(1, len(self.devices))
+        self.max_parallel = max_parallel or max(1, len(self.devices) * steps_per_gpu)
         self.python = python
-        self._free = list(self.devices)
+        self._load = {d: Fraction(0) for d in self.devices}  # the share of each GPU that running jobs hold
+        self._turn = 0  # where the next search for a GPU starts (round robin among equally loaded ones)
         self._running: dict[str, _Running] = {}
 
     def _gpus(self, job: Job) -> int:
         return job.resources.gpus if self.devices else 0
+
+    def in_use(self) -> dict[str, Fraction]:
+        """The share of each GPU held by running jobs (GPUs held by none left out)."""
+        return {d: x for d, x in self._load.items() if x}
 
     def check(self, job: Job) -> None:
         r = job.resources
@@ -116,23 +126,43 @@ class LocalEngine:
             raise ConfigError(f"job {job.name} asks for {r.gpus} GPUs; this machine has {len(self.devices)} "
                               f"visible ({','.join(self.devices)}): lower gpus_per_step for its stage")
 
-    def can_start(self, job: Job) -> bool:
-        return len(self._running) < self.max_parallel and len(self._free) >= self._gpus(job)
+    def _place(self, job: Job) -> list[str] | None:
+        """The GPUs the job would get now, or None if they are not free."""
+        g = self._gpus(job)
+        if g == 0:
+            return []
+        n = len(self.devices)
+        in_turn = [self.devices[(self._turn + i) % n] for i in range(n)]
+        share = job.resources.gpu_share
+        if g == 1 and share > 1:
+            room = [d for d in in_turn if self._load[d] + Fraction(1, share) <= 1]
+            return [min(room, key=lambda d: self._load[d])] if room else None  # min keeps the first of equals
+        idle = [d for d in in_turn if self._load[d] == 0]
+        return idle[:g] if len(idle) >= g else None
 
-    def _take(self, devices: list[str]) -> list[str]:
-        taken = [d for d in devices if d in self._free]
-        for d in taken:
-            self._free.remove(d)
-        return taken
+    def can_start(self, job: Job) -> bool:
+        return len(self._running) < self.max_parallel and self._place(job) is not None
+
+    def _hold(self, name: str, run: _Running) -> None:
+        for d in run.devices:
+            if d in self._load:
+                self._load[d] += Fraction(1, run.share)
+        self._running[name] = run
 
     def _release(self, name: str) -> None:
         run = self._running.pop(name, None)
         if run is not None:
-            self._free += run.devices
-            self._free.sort(key=lambda d: self.devices.index(d))
+            for d in run.devices:
+                if d in self._load:
+                    self._load[d] -= Fraction(1, run.share)
 
     def submit(self, job: Job, spec: JobSpec, spec_path: Path, after: list[Record]) -> tuple[str, dict[str, Any]]:
-        devices = self._take(self._free[: self._gpus(job)])
+        devices = self._place(job)
+        if devices is None:
+            raise ExecutorError(f"job {job.name}: its GPUs are not free (submit only what can_start allows)")
+        share = job.resources.gpu_share if devices else 1
+        if devices:
+            self._turn = (self.devices.index(devices[-1]) + 1) % len(self.devices)
         spec.gpus_per_node = len(devices)
         if self.devices:
             spec.env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)  # also hides the GPUs from a job that asks none
@@ -143,9 +173,9 @@ class LocalEngine:
             proc = subprocess.Popen([self.python, "-m", "codestage.study.executors", str(spec_path)],
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-        self._running[job.name] = _Running(devices, proc)
+        self._hold(job.name, _Running(devices, share, proc))
         return str(proc.pid), {"host": socket.gethostname(), "boot": _boot_id(), "start": _start_ticks(proc.pid),
-                               "devices": devices}
+                               "devices": devices, "share": share}
 
     def adopt(self, record: Record) -> None:
         host = record.extra.get("host")
@@ -153,7 +183,7 @@ class LocalEngine:
             raise ExecutorError(f"job {record.name} was started on host {host} (pid {record.id}) by a local executor "
                                 f"there: run codestage on {host}, or, if that process is gone, delete "
                                 f"{record.path()}")
-        self._running[record.name] = _Running(self._take(list(record.extra.get("devices", []))))
+        self._hold(record.name, _Running(list(record.extra.get("devices", [])), int(record.extra.get("share", 1))))
 
     def poll(self, records: list[Record]) -> dict[str, Status]:
         out = {}

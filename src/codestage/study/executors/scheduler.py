@@ -163,6 +163,8 @@ class _Graph:
                        gpus_per_node=job.resources.gpus_per_node, nodes=job.resources.nodes)
         rec = Record(name=job.name, fingerprint=job.fingerprint(), engine=self.engine.name, run_id=run_id,
                      log=str(log), result=str(result), submitted=time.time())
+        if job.prepare is not None:
+            job.prepare()
         rec.save(self.state_dir)  # first without an id: a coordinator killed during submission can still find it
         after = [self.tracks[d].record for d in job.deps if self.tracks[d].state in _ACTIVE]
         rec.id, rec.extra = self.engine.submit(job, spec, spec_path, [a for a in after if a is not None])
@@ -265,7 +267,8 @@ class _Graph:
 
 def _placement(rec: Record) -> str:
     devices = rec.extra.get("devices")
-    return f" on GPU {','.join(map(str, devices))}" if devices else ""
+    share = rec.extra.get("share", 1)
+    return f" on GPU {','.join(map(str, devices))}" + (f" (one of up to {share})" if share > 1 else "") if devices else ""
 
 
 def _cancel_hint(rec: Record) -> str:

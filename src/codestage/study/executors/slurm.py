@@ -168,9 +168,11 @@ class SlurmEngine:
                                                  signal_delay_s=self.signal_delay_s))
         try:
             sjob = ex.submit(SlurmStep(spec, stop_grace_s=max(5.0, self.signal_delay_s - 20.0)))
-        except (subprocess.CalledProcessError, submitit.core.utils.FailedSubmissionError) as e:
+        except (subprocess.CalledProcessError, submitit.core.utils.FailedSubmissionError,
+                submitit.core.utils.UncompletedJobError) as e:  # submitit reports sbatch's own error as FailedJobError
             detail = getattr(e, "output", b"") or b""
-            raise ExecutorError(f"sbatch refused job {job.name}: {e} {detail.decode(errors='replace').strip()}") from e
+            detail = detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+            raise ExecutorError(f"sbatch refused job {job.name}: {str(e).strip()} {detail.strip()}".strip()) from e
         return str(sjob.job_id), {"slurm_log": str(sjob.paths.stdout).replace("%t", "0")}
 
     def poll(self, records: list[Record]) -> dict[str, Status]:
