@@ -148,3 +148,23 @@ def test_second_run_on_the_same_folder_refuses(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "is in use by another codestage run" in proc.stderr
     assert not (out / "tokenizer").exists()
+
+
+def test_a_training_step_with_two_gpus_runs_under_torchrun(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA: two CPU processes (gloo) stand in for two GPUs")
+    config = write_config(tmp_path / "micro.yaml")
+    out = tmp_path / "out"
+    # the local executor hands out these two "GPUs"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": "0,1"}
+    proc = subprocess.run([sys.executable, "-m", "codestage.cli", "run", str(config), "--out", str(out), "--executor",
+                           "local", "--gpus-per-step", "pretrain=2", "--only", "pretrain/NL", "--quiet"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pretrain/NL: local job" in proc.stderr and "on GPU 0,1" in proc.stderr
+    log = (out / "logs" / "pretrain" / "NL.log").read_text()
+    assert "--nproc-per-node=2" in log and "codestage.cli step" in log
+    steps = [json.loads(line)["step"] for line in (out / "runs" / "NL" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4] and (out / "runs" / "NL" / ".step.json").is_file()
