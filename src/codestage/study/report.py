@@ -304,6 +304,9 @@ def _notes(results: StudyResults) -> list[str]:
     return lines + [""]
 
 
+LADDER_FIT = "ladder/fit"  # the `ladder/fit` step's folder in a study's output
+
+
 def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_dir: Path,
                  *, timings: Mapping[str, StepOutcome] | None = None, paper_path: Path | None = None) -> StudyResults:
     """Write out_dir/report.md, out_dir/results.json and out_dir/plots/*.png; return results."""
@@ -324,6 +327,10 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
           "*differences between runs* against their intervals, not the absolute levels.", ""]
     for stage in STAGES:
         md += _table(results, paper, stage)
+    if (out_dir / LADDER_FIT / "fit.json").is_file():
+        from codestage.study.ladder.report import study_section
+
+        md += study_section(out_dir / LADDER_FIT, LADDER_FIT)
     md += ["## Plots", "", "![training loss](plots/loss.png)", ""]
     md += [f"![{s}](plots/scores_{s}.png)" for s in made] + [""]
     md += _notes(results)
