@@ -45,13 +45,17 @@ def tokenizer(tokenizer_dir: Path):
     return load_tokenizer(tokenizer_dir)
 
 
+def save_micro_model(out: Path, tokenizer, seed: int) -> Path:
+    """A randomly initialised micro Llama with `tokenizer`, saved as a HF directory at `out`."""
+    cfg = model_config("micro", len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    save_model(build_model(cfg, seed=seed), tokenizer, out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def micro_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     """A randomly initialised micro Llama (seed 0) with the fixture tokenizer, as a HF directory."""
-    cfg = model_config("micro", len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    out = tmp_path_factory.mktemp("model") / "micro"
-    save_model(build_model(cfg, seed=0), tokenizer, out)
-    return out
+    return save_micro_model(tmp_path_factory.mktemp("model") / "micro", tokenizer, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,7 @@ def test_items_file_lines(paper_run: Path) -> None:
     assert len(mc["choice_logprobs"]) == len(mc["choice_tokens"]) == 4 and isinstance(mc["prediction"], int)
     assert mc["correct"] == (mc["gold"] == [mc["prediction"]])
     gen = next(x for x in lines if x["task"] == "mbpp")
-    assert {"output", "prediction", "gold", "tests", "passed", "bleu_stats", "ref_logprob"} <= set(gen)
+    assert {"output", "prediction", "gold", "tests", "passed", "bleu_stats", "gold_bits", "gold_bytes", "gold_bpb"} <= set(gen)
 
 
 def test_lm_eval_protocol_with_shots(tmp_path: Path, micro_model_dir: Path, scorer: Scorer) -> None:

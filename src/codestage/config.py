@@ -211,6 +211,8 @@ class EvalConfig(_Strict):
     batch_size: int = Field(16, gt=0)
     max_new_tokens: int = Field(128, gt=0)
     execute: bool = True
+    generate: bool = Field(True, description="code tasks generate programs (BLEU, pass@1); false: only the "
+                           "reference's bits per byte is scored")
     device: str = "auto"
     lenient: bool = Field(False, description="score an exact duplicate record in a task file once (noted) "
                           "instead of stopping; conflicting duplicates stay an error")

@@ -76,7 +76,8 @@ class Subsample(Record):
 
 
 class TaskResult(Record):
-    """One task on one model. `value` is null (with `missing` saying why) when the data is absent.
+    """One task on one model. `value` is null (with `missing` saying why) when the data is absent
+    (n = 0), or for a code task evaluated without generation (n > 0: only `bits_per_byte` was scored).
     Fields are declared in the order results.json has always listed a domain's cell."""
 
     task: str
@@ -108,7 +109,8 @@ class TaskResult(Record):
     pass_at_k: dict[str, Any] | None = Field(None, alias="pass@k")
     exec_status: dict[str, int] | None = None
     sandbox: dict[str, Any] | None = None
-    bits_per_byte: Interval | None = None
+    # every task: bits per byte of the gold answer, sum of bits / sum of bytes over `n` items (eval/task_loss.py)
+    bits_per_byte: Continuous | None = None
     # how much of it, from which files, and what to know about it
     limit: int | None = None
     files: dict[str, str] | None = None

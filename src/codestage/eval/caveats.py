@@ -19,9 +19,11 @@ def eval_caveats(results: EvalResults) -> list[str]:
     lines: list[str] = []
     sampled, limited = [], []
     for name, r in results.tasks.items():
-        if r.missing:
+        if r.missing and not r.n:
             lines.append(f"{name}: not evaluated: {r.missing}")
             continue
+        if r.missing:  # scored, but not its metric (a code task without generation)
+            lines.append(f"{name}: {r.missing}")
         sub = r.subsample
         if sub:
             sampled.append(f"{name} {sub.n} of {sub.of} (seed {sub.seed})")

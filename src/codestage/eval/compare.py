@@ -13,7 +13,10 @@ not the same measurement, even where some questions coincide.
 
 Accuracy compares per-item correctness; BLEU resamples the per-item BLEU statistics and
 recomputes corpus BLEU for both runs on the same resampled items. The mean log-probability of the
-gold choice is compared too: it moves before accuracy does.
+gold choice is compared too: it moves before accuracy does; and every task's bits per byte of the
+gold answer (`eval/task_loss.py`: summed bits over summed bytes of the items both sides scored),
+which is the task's only metric when its items carry nothing else (code tasks evaluated with
+`--no-generate`).
 
 Several seeds: give one items file per seed on each side (seed i of A pairs with seed i of B).
 Each item's value is then its mean over seeds (BLEU: its statistics summed over seeds), so the
@@ -33,6 +36,7 @@ from codestage.jsonlines import iter_json_lines
 from codestage.results import Comparison
 from codestage.eval.metrics import bleu_statistic
 from codestage.eval.stats import mean_stat, paired_bootstrap, ratio_stat
+from codestage.eval.task_loss import has_loss
 
 
 def _items_path(path: Path | str) -> Path:
@@ -57,8 +61,8 @@ def read_items(path: Path | str) -> dict[str, list[tuple[int, dict]]]:
     for lineno, rec in iter_json_lines(text, path):
         if not isinstance(rec, dict) or not isinstance(rec.get("task"), str) or not isinstance(rec.get("doc_id"), int):
             raise DataError(f"{path}:{lineno}: field 'task' or 'doc_id' missing")
-        if "correct" not in rec and "bleu_stats" not in rec:
-            raise DataError(f"{path}:{lineno}: field 'correct' (or 'bleu_stats') missing")
+        if "correct" not in rec and "bleu_stats" not in rec and "gold_bits" not in rec:
+            raise DataError(f"{path}:{lineno}: field 'correct' (or 'bleu_stats', or 'gold_bits') missing")
         if "item_hash" in rec and not isinstance(rec["item_hash"], str):
             raise DataError(f"{path}:{lineno}: field 'item_hash' should be a string")
         out.setdefault(rec["task"], []).append((lineno, rec))
@@ -134,6 +138,30 @@ def _per_item(runs: list[dict[int, dict]], ids: list[int], field: str, reduce: s
     return stacked.sum(axis=0) if reduce == "sum" else stacked.mean(axis=0)
 
 
+def _gold_loss(rec: dict) -> tuple[float, float] | None:
+    """(bits, bytes) of an item's gold answer; items files written before gold_bits existed carry
+    the MBPP reference's `ref_logprob` (nats) and `ref_bytes` instead."""
+    if has_loss(rec):
+        return float(rec["gold_bits"]), float(rec["gold_bytes"])
+    if rec.get("ref_logprob") is not None and (rec.get("ref_bytes") or 0) > 0:
+        return -float(rec["ref_logprob"]) / np.log(2), float(rec["ref_bytes"])
+    return None
+
+
+def _bits_per_byte(side_a: list[dict], side_b: list[dict], ids: list, seed: int) -> dict | None:
+    """Paired bits per byte A - B over the items every run of both sides scored; None when none did."""
+    both = [i for i in ids if all(_gold_loss(r[i]) is not None for r in side_a + side_b)]
+    if not both:
+        return None
+
+    def rows(side: list[dict]) -> np.ndarray:  # (items, 2): bits and bytes, each averaged over the side's seeds
+        return np.mean([[_gold_loss(r[i]) for i in both] for r in side], axis=0)
+
+    ra, rb = rows(side_a), rows(side_b)
+    return {"a": float(ratio_stat(ra.sum(axis=0), len(both))), "b": float(ratio_stat(rb.sum(axis=0), len(both))),
+            **paired_bootstrap(ra, rb, ratio_stat, seed=seed)}
+
+
 def _splits(runs: list[list[tuple[int, dict]]]) -> set[str]:
     """The splits the item records of one side name (items files written before splits were recorded name none)."""
     return {rec["split"] for run in runs for _, rec in run if rec.get("split")}
@@ -173,21 +201,22 @@ def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Se
         if not ids:
             continue
         recs = [r[i] for r in side_a + side_b for i in ids]
-        if all("bleu_stats" in r for r in recs):
-            metric, field, reduce, stat = "bleu", "bleu_stats", "sum", bleu_statistic
+        bpb = _bits_per_byte(side_a, side_b, ids, seed)
+        split = next(iter(splits_a | splits_b), None)
+        if all("bleu_stats" in r for r in recs) or all("correct" in r for r in recs):
+            if all("bleu_stats" in r for r in recs):
+                metric, field, reduce, stat = "bleu", "bleu_stats", "sum", bleu_statistic
+            else:
+                metric, field, reduce, stat = "accuracy", "correct", "mean", mean_stat
+            xa, xb = _per_item(side_a, ids, field, reduce), _per_item(side_b, ids, field, reduce)
+            entry = {"metric": metric, "split": split, "n": len(ids), "a": _point(xa, stat), "b": _point(xb, stat),
+                     **_scaled(paired_bootstrap(xa, xb, stat, seed=seed)), "paired_by": paired_by, **counts}
+        elif bpb is not None:  # nothing but the gold's bits per byte was scored (code tasks under --no-generate)
+            entry = {"metric": "bits_per_byte", "split": split, **{k: bpb[k] for k in ("n", "a", "b", "diff", "ci95", "p_value")},
+                     "paired_by": paired_by, **counts}
         else:
-            metric, field, reduce, stat = "accuracy", "correct", "mean", mean_stat
-        xa, xb = _per_item(side_a, ids, field, reduce), _per_item(side_b, ids, field, reduce)
-        entry = {
-            "metric": metric,
-            "split": next(iter(splits_a | splits_b), None),
-            "n": len(ids),
-            "a": _point(xa, stat),
-            "b": _point(xb, stat),
-            **_scaled(paired_bootstrap(xa, xb, stat, seed=seed)),
-            "paired_by": paired_by,
-            **counts,
-        }
+            out["notes"].append(f"{task}: not compared: its items carry no score both sides share")
+            continue
         if all("passed" in r for r in recs):
             pa, pb = _per_item(side_a, ids, "passed"), _per_item(side_b, ids, "passed")
             entry["pass@1"] = {"a": 100.0 * pa.mean(), "b": 100.0 * pb.mean(), **_scaled(paired_bootstrap(pa, pb, seed=seed))}
@@ -197,12 +226,7 @@ def compare(items_a: Path | str | Sequence[Path | str], items_b: Path | str | Se
         if all("margin" in r for r in recs):
             ma, mb = _per_item(side_a, ids, "margin"), _per_item(side_b, ids, "margin")
             entry["margin"] = {"a": float(ma.mean()), "b": float(mb.mean()), **paired_bootstrap(ma, mb, seed=seed)}
-        if all("ref_logprob" in r and "ref_bytes" in r for r in recs):
-            # bits per byte of the reference solution (lower is better): rows of (bits, bytes)
-            nbytes = np.array([side_a[0][i]["ref_bytes"] for i in ids], dtype=np.float64)
-            ba = np.stack([-_per_item(side_a, ids, "ref_logprob") / np.log(2), nbytes], axis=1)
-            bb = np.stack([-_per_item(side_b, ids, "ref_logprob") / np.log(2), nbytes], axis=1)
-            entry["bits_per_byte"] = {"a": float(ratio_stat(ba.sum(axis=0), len(ids))), "b": float(ratio_stat(bb.sum(axis=0), len(ids))),
-                                      **paired_bootstrap(ba, bb, ratio_stat, seed=seed)}
+        if bpb is not None:  # bits per byte of the gold answer (lower is better)
+            entry["bits_per_byte"] = bpb
         out["tasks"][task] = entry
     return Comparison.from_json(out)

@@ -1,9 +1,10 @@
 """Evaluate one code-generation task: generate, BLEU against the reference, execute the tests,
-and score the reference's bits per byte (a continuous signal for models that cannot pass tests yet)."""
+and score the reference's bits per byte (a continuous signal for models that cannot pass tests yet).
+With `generate=False` only the reference's bits per byte is scored (no BLEU, no pass@k): the
+result's `value` is null and `missing` says why."""
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Callable, Sequence
 
@@ -14,9 +15,11 @@ from codestage.eval.protocols import exemplar_picker, generation_prompt
 from codestage.eval.sandbox import Job, Limits, run_many
 from codestage.eval.requests import Request
 from codestage.eval.scoring import Scorer
-from codestage.eval.stats import bootstrap_ci, ratio_stat
+from codestage.eval.stats import bootstrap_ci
+from codestage.eval.task_loss import aggregate, gold_loss, loss_notes
 from codestage.eval.tasks.base import GenerationItem, GenerationTask, Protocol
 
+NOT_GENERATED = "not generated (eval.generate: false): bits per byte of the reference only"
 _FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\n?(.*?)(?:```|$)", re.S)
 
 
@@ -43,15 +46,25 @@ def evaluate_generation_task(
     max_new_tokens: int,
     execute: bool,
     check_references: bool,
+    generate: bool = True,
     samples: int = 1,
     temperature: float = 0.8,
     limits: Limits = Limits(),
     progress: Callable[[int], None] | None = None,
 ) -> tuple[dict, list[dict]]:
     """(summary fields, item records). With `check_references` the reference solutions stand in for
-    model output (a self-test of data and sandbox: clean data passes 100%)."""
+    model output (a self-test of data and sandbox: clean data passes 100%). Without `generate`
+    (and without `check_references`) nothing is generated: only the reference is scored."""
     pick = exemplar_picker(task, all_items, shots, seed)
     prompts = [generation_prompt(task, it, protocol, pick(it)) for it in items]
+    if not generate and not check_references:
+        if scorer is None:
+            raise ValueError("generate=False scores the reference and needs a model")
+        records = [{"task": task.name, "doc_id": it.doc_id, "task_id": it.meta.get("task_id"), "gold": it.reference}
+                   for it in items]
+        summary = {"metric": task.metric, "value": None, "n": len(items), "ci95": None, "missing": NOT_GENERATED,
+                   "chance": None, **_reference_loss(prompts, items, records, scorer, seed)}
+        return summary, records
     if check_references or scorer is None:
         outputs = [it.reference for it in items]
     else:
@@ -82,18 +95,20 @@ def evaluate_generation_task(
         summary["sandbox"] = {"timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes}
         if samples > 1 and scorer is not None and not check_references:
             summary["pass@k"] = _sampled_pass_at_k(task, items, prompts, records, scorer, protocol, samples, temperature, seed, max_new_tokens, limits)
-    if scorer is not None:
-        scored = scorer.loglikelihood([[Request(p, it.reference)] for p, it in zip(prompts, items)], truncation="left")
-        bpb_rows = []
-        for rec, it, (s,) in zip(records, items, scored):
-            n_bytes = len(it.reference.encode("utf-8"))
-            rec.update(ref_logprob=s.logprob, ref_tokens=s.n_tokens, ref_bytes=n_bytes)
-            bpb_rows.append((-s.logprob / math.log(2), n_bytes))
-        point, lo, hi = bootstrap_ci(np.array(bpb_rows), ratio_stat, seed=seed)
-        summary["bits_per_byte"] = {"value": point, "ci95": [lo, hi]}
-    else:
-        summary["bits_per_byte"] = None
+    summary.update(_reference_loss(prompts, items, records, scorer, seed) if scorer is not None else {"bits_per_byte": None})
     return summary, records
+
+
+def _reference_loss(prompts: list[str], items: Sequence[GenerationItem], records: list[dict], scorer: Scorer, seed: int) -> dict:
+    """Score each reference program after its prompt: the records get gold_bits/gold_bytes/gold_bpb,
+    the summary `bits_per_byte` (and `notes` when some reference was cut to fit the model)."""
+    scored = scorer.loglikelihood([[Request(p, it.reference)] for p, it in zip(prompts, items)], truncation="left")
+    for rec, ss in zip(records, scored):
+        rec.update(gold_loss(ss))
+    out: dict = {"bits_per_byte": aggregate(records, seed)}
+    if notes := loss_notes(records, len(records)):
+        out["notes"] = notes
+    return out
 
 
 def _sampled_pass_at_k(

@@ -120,6 +120,7 @@ def evaluate(
     device: str = "auto",
     max_new_tokens: int = 128,
     execute: bool = True,
+    generate: bool = True,
     check_references: bool = False,
     samples: int = 1,
     temperature: float = 0.8,
@@ -131,8 +132,10 @@ def evaluate(
     """Evaluate a HF causal-LM directory on tasks (task or domain names); write and return results.
 
     `limit` keeps the first N items, `sample` a seeded random N of them (recorded in the result);
-    `samples` > 1 adds sampled pass@k for generation tasks. A pre-built `scorer` may be passed to
-    reuse a loaded model. With `check_references` (and only generation tasks) no model is needed.
+    `samples` > 1 adds sampled pass@k for generation tasks. Without `generate`, generation tasks
+    score only the reference's bits per byte (no BLEU or pass@k; `value` null, `missing` says why).
+    A pre-built `scorer` may be passed to reuse a loaded model. With `check_references` (and only
+    generation tasks) no model is needed.
     Duplicate records in a task file are an error, or with `lenient` scored once and noted.
     """
     proto = check_protocol(protocol)
@@ -165,13 +168,14 @@ def evaluate(
             assert isinstance(task, GenerationTask)
             summary, records = evaluate_generation_task(
                 task, items, all_items, scorer, protocol=proto, shots=shots, seed=seed, max_new_tokens=max_new_tokens,
-                execute=execute or check_references, check_references=check_references, samples=samples,
+                execute=execute or check_references, check_references=check_references, generate=generate, samples=samples,
                 temperature=temperature, limits=limits, progress=bar.advance if bar else None,
             )
         if bar:
             bar.close()
         split = task.split
         assert split is not None  # set by load()
+        task_notes = list(getattr(task, "notes", [])) + summary.pop("notes", [])
         results.tasks[task.name] = TaskResult.from_json({
             "task": task.name,
             "domain": task.domain,
@@ -187,7 +191,7 @@ def evaluate(
             "limit": limit,
             "subsample": subsample,
             **_provenance(task),
-            "notes": list(getattr(task, "notes", [])),
+            "notes": task_notes,
             "seconds": round(time.perf_counter() - started, 3),
         })
         lines.extend(json.dumps({**r, "split": split.label}, ensure_ascii=False) for r in with_identity(records, items))
@@ -213,13 +217,15 @@ class _Progress:
         self._p.stop()
 
 
-def summary_rows(results: EvalResults) -> Sequence[tuple[str, str, str, str]]:
-    """(task, value, ci95, split and n) strings for a one-screen summary."""
+def summary_rows(results: EvalResults) -> Sequence[tuple[str, str, str, str, str]]:
+    """(task, value, ci95, bits per byte [95% CI], split and n) strings for a one-screen summary."""
     rows = []
     for name, r in results.tasks.items():
+        bpb = r.bits_per_byte
+        bpb_txt = "—" if bpb is None or bpb.value is None else f"{bpb.value:.4f} [{bpb.ci95[0]:.4f}, {bpb.ci95[1]:.4f}]"
         if r.value is None:
-            rows.append((name, "—", r.missing or "", "0"))
+            rows.append((name, "—", r.missing or "", bpb_txt, r.split_note or str(r.n)))
         else:
             lo, hi = r.ci95
-            rows.append((name, f"{r.value:.2f} {r.metric}", f"[{lo:.2f}, {hi:.2f}]", r.split_note or str(r.n)))
+            rows.append((name, f"{r.value:.2f} {r.metric}", f"[{lo:.2f}, {hi:.2f}]", bpb_txt, r.split_note or str(r.n)))
     return rows

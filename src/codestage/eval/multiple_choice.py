@@ -8,8 +8,10 @@ import numpy as np
 
 from codestage.eval.metrics import argmax_first, exact_set_correct
 from codestage.eval.protocols import choice_requests, decision_scores, exemplar_picker, norm_scores
+from codestage.eval.requests import Score
 from codestage.eval.scoring import Scorer
 from codestage.eval.stats import bootstrap_ci
+from codestage.eval.task_loss import aggregate, gold_loss, loss_notes
 from codestage.eval.tasks.base import ChoiceItem, MultipleChoiceTask, Protocol
 
 
@@ -26,8 +28,11 @@ def continuous(values: Sequence[float], seed: int, unit: str) -> dict | None:
     return {"value": point, "ci95": [lo, hi], "n": len(values), "unit": unit}
 
 
-def item_record(task: MultipleChoiceTask, item: ChoiceItem, protocol: Protocol, logprobs: list[float], n_tokens: list[int]) -> dict:
-    """One items.jsonl line: raw scores, decision, gold, correctness and the continuous margins."""
+def item_record(task: MultipleChoiceTask, item: ChoiceItem, protocol: Protocol, choices: Sequence[Score]) -> dict:
+    """One items.jsonl line: raw scores, decision, gold, correctness, the continuous margins and the
+    gold continuation's bits per byte (`eval/task_loss.py`)."""
+    logprobs = [s.logprob for s in choices]
+    n_tokens = [s.n_tokens for s in choices]
     scores = decision_scores(protocol, logprobs, n_tokens)
     pred = argmax_first(scores)
     rec = {
@@ -49,6 +54,7 @@ def item_record(task: MultipleChoiceTask, item: ChoiceItem, protocol: Protocol, 
         best_gold = max(scores[i] for i in item.gold)
         rec["gold_score"] = best_gold
         rec["margin"] = best_gold - max(wrong)
+    rec.update(gold_loss([choices[i] for i in item.gold]))
     return rec
 
 
@@ -68,9 +74,7 @@ def evaluate_choice_task(
     groups = [choice_requests(task, it, protocol, pick(it)) for it in items]
     truncation = "right" if protocol == "paper" else "left"
     scored = scorer.loglikelihood(groups, truncation=truncation, progress=progress)
-    records = [
-        item_record(task, it, protocol, [s.logprob for s in ss], [s.n_tokens for s in ss]) for it, ss in zip(items, scored)
-    ]
+    records = [item_record(task, it, protocol, ss) for it, ss in zip(items, scored)]
     correct = np.array([r["correct"] for r in records], dtype=np.float64)
     value, ci = _pct(bootstrap_ci(correct, seed=seed))
     unit = "nats per token" if protocol == "paper" else "nats"
@@ -82,7 +86,10 @@ def evaluate_choice_task(
         "chance": None if task.chance(items) is None else 100.0 * task.chance(items),
         "gold_logprob": continuous([r["gold_score"] for r in records if "gold_score" in r], seed, unit),
         "margin": continuous([r["margin"] for r in records if "margin" in r], seed, unit),
+        "bits_per_byte": aggregate(records, seed),
     }
+    if notes := loss_notes(records, len(records)):
+        summary["notes"] = notes
     if protocol == "lm-eval":
         norm = np.array([r["correct_norm"] for r in records], dtype=np.float64)
         v, c = _pct(bootstrap_ci(norm, seed=seed))

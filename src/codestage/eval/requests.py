@@ -40,11 +40,15 @@ class Request:
 
 @dataclass(frozen=True)
 class Score:
-    """Summed log-probability (nats) of the scored continuation tokens, their count, all-argmax."""
+    """Summed log-probability (nats) of the scored continuation tokens, their count, all-argmax;
+    `n_bytes`: UTF-8 bytes of the text those tokens cover (the continuation after `split_request`,
+    or, when `cut_tokens` of it did not fit the model, the decoded scored tokens)."""
 
     logprob: float
     n_tokens: int
     is_greedy: bool
+    n_bytes: int = 0
+    cut_tokens: int = 0
 
 
 @dataclass
@@ -109,16 +113,20 @@ def tokenize(tokenizer: Any, texts: list[str], workers: int) -> list[list[int]]:
     return out
 
 
+def split_request(request: Request) -> tuple[str, str]:
+    """(context, continuation) text as lm-evaluation-harness scores it: the context's trailing spaces
+    move into the continuation (unless the context is only spaces)."""
+    ctx, cont = request.context, request.continuation
+    n_spaces = len(ctx) - len(ctx.rstrip())
+    if n_spaces and ctx.strip():
+        ctx, cont = ctx[:-n_spaces], ctx[-n_spaces:] + cont
+    return ctx, cont
+
+
 def encode_pairs(requests: Sequence[Request], tokenizer: Any, prefix_token_id: int, *,
                  workers: int = 1) -> list[tuple[list[int], list[int]]]:
     """(context tokens, continuation tokens) per request, split as lm-evaluation-harness does."""
-    pairs = []
-    for r in requests:
-        ctx, cont = r.context, r.continuation
-        n_spaces = len(ctx) - len(ctx.rstrip())
-        if n_spaces and ctx.strip():
-            ctx, cont = ctx[:-n_spaces], ctx[-n_spaces:] + cont
-        pairs.append((ctx, cont))
+    pairs = [split_request(r) for r in requests]
     texts = list(dict.fromkeys([c for c, _ in pairs if c] + [c + k for c, k in pairs] + [k for c, k in pairs if not c]))
     enc = dict(zip(texts, tokenize(tokenizer, texts, workers))) if texts else {}
     out = []

@@ -16,14 +16,15 @@ bench/eval_profile.py and `stats` counts requests, rows, batches and tokens.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Callable, ContextManager, Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from codestage.eval import decoding
 from codestage.eval.loglikelihood import LoglikelihoodRunner
-from codestage.eval.requests import (Request, Score, Truncation, cpu_workers, encode_pairs, fit, make_batches,
-                                     model_max_length, pack_rows)
+from codestage.eval.requests import (Fitted, Request, Score, Truncation, cpu_workers, encode_pairs, fit, make_batches,
+                                     model_max_length, pack_rows, split_request)
 
 __all__ = ["Request", "Score", "Scorer"]
 
@@ -106,11 +107,21 @@ class Scorer:
         scores = self.runner.score(batches, len(flat), progress)
         for i in empty:
             scores[i] = Score(0.0, 0, True)
+        scores = [self._with_bytes(s, r, cont, f) for s, r, (_, cont), f in zip(scores, flat, pairs, fitted)]  # type: ignore[arg-type]
         out, at = [], 0
         for g in groups:
             out.append([s for s in scores[at : at + len(g)]])  # type: ignore[misc]
             at += len(g)
         return out
+
+    def _with_bytes(self, score: Score, request: Request, cont: list[int], fitted: Fitted) -> Score:
+        """The score with the UTF-8 bytes its tokens cover (for bits per byte) and the continuation
+        tokens cut to fit the model; a cut continuation counts the bytes of its decoded scored tokens."""
+        cut = len(cont) - score.n_tokens
+        if cut <= 0:
+            return replace(score, n_bytes=len(split_request(request)[1].encode("utf-8")))
+        text = self.tokenizer.decode(fitted.tokens[fitted.start:], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return replace(score, n_bytes=len(text.encode("utf-8")), cut_tokens=cut)
 
     def generate(self, prompts: Sequence[str], **options: Any) -> list[list[str]]:
         """Continuations per prompt (greedy when temperature == 0), cut at the first stop sequence.

@@ -62,6 +62,8 @@ def _fmt(task: TaskResult | None, *, with_split: bool = False) -> str:
     if task is None:
         return "not evaluated"
     if task.value is None:
+        if task.missing and task.n:  # scored, but not its metric (a code task without generation)
+            return f"— ({task.missing})"
         return "— (data missing; see Evaluation sets)" if task.missing else "—"
     lo, hi = task.ci95 or (float("nan"), float("nan"))
     split = f" ({task.split_note})" if with_split and task.split_note else ""
@@ -99,12 +101,11 @@ def build_results(runs: Mapping[str, StudyRun], config: Mapping[str, Any]) -> St
 
 
 def _continuous_lines(results: StudyResults) -> list[str]:
-    """Mean log-prob of the gold choice and its margin over the best wrong one (multiple choice),
-    bits per byte of the reference and pass@1 (code generation): signals that move before accuracy does."""
+    """Signals that move before accuracy does: the gold choice's mean log-prob and margin (multiple
+    choice) and pass@1 (code generation) per domain; then every task's bits per byte of the gold answer."""
     lines = ["## Continuous metrics", "",
              "Multiple choice: mean log-probability of the gold choice under the protocol's score / its margin over the "
-             "best wrong choice (higher is better). Code generation: bits per byte of the reference solution (lower is "
-             "better) and pass@1 (%).", "",
+             "best wrong choice (higher is better). Code generation: pass@1 (%).", "",
              "| run | " + " | ".join(LABELS) + " |", "|---|" + "---|" * len(DOMAINS)]
     for name, run in results.runs.items():
         cells = []
@@ -112,13 +113,41 @@ def _continuous_lines(results: StudyResults) -> list[str]:
             c = run.tasks.get(d)
             if c is None or c.value is None:
                 cells.append("—")
-            elif c.bits_per_byte:
-                p1 = c.pass_at_1.value if c.pass_at_1 else None
-                cells.append(f"{c.bits_per_byte.value:.3f} bpb" + (f", pass@1 {p1:.1f}" if p1 is not None else ""))
+            elif c.pass_at_1 and c.pass_at_1.value is not None:
+                cells.append(f"pass@1 {c.pass_at_1.value:.1f}")
             elif c.gold_logprob and c.margin:
                 cells.append(f"{c.gold_logprob.value:.3f} / {c.margin.value:+.3f}")
             else:
                 cells.append("—")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""] + _bits_per_byte_lines(results)
+
+
+def _bits_per_byte_lines(results: StudyResults) -> list[str]:
+    """Every evaluated task's bits per byte of the gold answer [95% interval] per run (lower is better)."""
+    tasks: dict[str, None] = {}
+    for run in results.runs.values():
+        for c in list(run.tasks.values()) + list(run.other_tasks.values()):
+            if c.bits_per_byte is not None and c.bits_per_byte.value is not None:
+                tasks.setdefault(c.task)
+    if not tasks:
+        return []
+    lines = ["### Bits per byte of the gold answer", "",
+             "The task loss a model ladder fits (lower is better): -log2 P(gold continuation) summed over items / its "
+             "UTF-8 bytes, the gold choice's scored continuation under the protocol (all gold options pooled where an "
+             "item has several) or the reference program; [95% bootstrap interval] and the items n it covers. "
+             "docs/evaluation.md defines it.", "",
+             "| run | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for name, run in results.runs.items():
+        by_task = {c.task: c for c in list(run.tasks.values()) + list(run.other_tasks.values())}
+        cells = []
+        for t in tasks:
+            b = by_task[t].bits_per_byte if t in by_task else None
+            if b is None or b.value is None:
+                cells.append("—")
+            else:
+                lo, hi = b.ci95 or (float("nan"), float("nan"))
+                cells.append(f"{b.value:.4f} [{lo:.4f}, {hi:.4f}]" + (f" n={b.n}" if b.n is not None else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 

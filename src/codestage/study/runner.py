@@ -265,7 +265,7 @@ class Study:
         data_dir = self._paths([e.data_dir])[0] if e.data_dir else None
         scorer = load_scorer(model_dir, device=e.device, batch_size=e.batch_size)  # loaded once for tasks and losses
         evaluate(model_dir, list(e.tasks), out, data_dir=data_dir, sample=e.sample, seed=self.cfg.seed,
-                 protocol=e.protocol, shots=e.shots, max_new_tokens=e.max_new_tokens, execute=e.execute, scorer=scorer,
+                 protocol=e.protocol, shots=e.shots, max_new_tokens=e.max_new_tokens, execute=e.execute, generate=e.generate, scorer=scorer,
                  lenient=e.lenient)
         if e.heldout:
             write_json(out / "heldout.json", {name: self._heldout(scorer, h).to_json() for name, h in e.heldout.items()})
