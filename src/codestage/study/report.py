@@ -354,19 +354,22 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
           "come from, beside the paper's (E-KAR: validation unless test.json with its answers is given). The paper's "
           "published numbers (PanGu-alpha 2.6B; `reported_results.json`) sit in the row below ours. Our models are far smaller than the paper's, so read the "
           "*differences between runs* against their intervals, not the absolute levels.", ""]
-    for stage in STAGES:
-        md += _table(results, paper, stage)
+    if runs:  # a ladder-only study has none: its report is the ladder's section
+        for stage in STAGES:
+            md += _table(results, paper, stage)
     if (out_dir / LADDER_FIT / "fit.json").is_file():
         from codestage.study.ladder.report import study_section
 
         md += study_section(out_dir / LADDER_FIT, LADDER_FIT)
-    md += ["## Plots", "", "![training loss](plots/loss.png)", ""]
-    md += [f"![{s}](plots/scores_{s}.png)" for s in made] + [""]
-    md += _notes(results)
-    md += _continuous_lines(results)
-    md += _heldout_lines(results)
+    if runs:
+        md += ["## Plots", "", "![training loss](plots/loss.png)", ""]
+        md += [f"![{s}](plots/scores_{s}.png)" for s in made] + [""]
+        md += _notes(results)
+        md += _continuous_lines(results)
+        md += _heldout_lines(results)
     md += _decontam_lines(out_dir)
-    md += _mixture_lines(runs)
+    if runs:
+        md += _mixture_lines(runs)
     other = {n: r.other_tasks for n, r in results.runs.items() if r.other_tasks}
     if other:
         md += ["## Other evaluated tasks", "", "| run | task | value | split and n (the paper's) |", "|---|---|---|---|"]

@@ -8,9 +8,11 @@ reads any set of such folders (the `ladder/points` step's inputs, or every one u
     arm, task, run, fraction, step, params, tokens, loss, accuracy, chance, n_items, items
 
 `loss` is the bits per byte of the gold answer over the task's items (sum of bits / sum of bytes;
-docs/evaluation.md), `accuracy` the fraction of items answered correctly (MBPP: tests passed, where
-programs were generated), and `items` a JSONL file of per-item `{task, id, bits, bytes[, correct]}`
-so the fit's bootstrap can resample items. Items are identified by their `item_hash`.
+docs/evaluation.md, "Task losses"), `accuracy` the fraction of items answered correctly (MBPP: tests
+passed, where programs were generated; empty where some checkpoint of the task has no per-item
+correctness, e.g. MBPP without generation), and `items` a JSONL file of per-item
+`{task, id, bits, bytes[, correct]}` so the fit's bootstrap can resample items. Rows and item
+lines come from `eval/task_loss.py` (`points_row`, `points_items`), consistent by construction.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import csv
 import io
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from codestage.atomic import write_json, write_text
 from codestage.errors import DataError
 from codestage.eval.compare import read_items
+from codestage.eval.task_loss import points_items, points_row
 from codestage.results import EvalResults
 
 RECORD = "ladder.json"
@@ -51,11 +54,10 @@ def find_evals(study_out: Path) -> list[Path]:
 class _Row:
     info: dict[str, Any]
     task: str
-    items: list[dict[str, Any]]
+    items: list[dict[str, Any]]   # POINTS per-item lines (eval/task_loss.points_items)
+    values: dict[str, Any]        # loss, accuracy, n_items (eval/task_loss.points_row)
     chance: float | None
-    has_correct: bool
-    dropped: int = 0
-    notes: list[str] = field(default_factory=list)
+    dropped: int
 
 
 def _read_eval(eval_dir: Path) -> list[_Row]:
@@ -69,21 +71,13 @@ def _read_eval(eval_dir: Path) -> list[_Row]:
     for task, result in results.tasks.items():
         if result.value is None and result.bits_per_byte is None:
             continue  # the task's data is missing (results.json says why); nothing to fit
-        recs = by_task.get(task, [])
-        kept = [r for r in recs if r.get("gold_bits") is not None and r.get("gold_bytes")]
-        if not kept:
-            raise DataError(f"{eval_dir}/items.jsonl: task {task!r} has no item with gold_bits and gold_bytes (bits per byte of "
-                            "the gold answer); evaluate with a codestage that writes them")
-        items = []
-        has_correct = all(("correct" in r) or ("passed" in r) for r in kept)
-        for r in kept:
-            item = {"task": task, "id": r.get("item_hash") or str(r["doc_id"]), "bits": float(r["gold_bits"]),
-                    "bytes": float(r["gold_bytes"])}
-            if has_correct:
-                item["correct"] = float(r["correct"] if "correct" in r else r["passed"])
-            items.append(item)
+        recs = [{**r, "task": task} for r in by_task.get(task, [])]
+        items = points_items(recs)
+        if not items:
+            raise DataError(f"{eval_dir}/items.jsonl: task {task!r} has no item with gold_bits and gold_bytes (bits per "
+                            "byte of the gold answer); evaluate with a codestage that writes them")
         chance = None if result.chance is None else result.chance / 100.0
-        rows.append(_Row(info, task, items, chance, has_correct, dropped=len(recs) - len(kept)))
+        rows.append(_Row(info, task, items, points_row(recs), chance, dropped=len(recs) - len(items)))
     return rows
 
 
@@ -98,7 +92,7 @@ def export_points(eval_dirs: list[Path], out_csv: Path) -> dict[str, Any]:
     if not rows:
         raise DataError(f"no task results in {len(eval_dirs)} ladder evaluation folders")
     # per-item correctness goes into a task's items only where every row of the task has it (the fit's rule)
-    correct_everywhere = {t: all(r.has_correct for r in rows if r.task == t) for t in {r.task for r in rows}}
+    correct_everywhere = {t: all(r.values["accuracy"] is not None for r in rows if r.task == t) for t in {r.task for r in rows}}
     files: dict[Path, list[dict[str, Any]]] = defaultdict(list)
     table = io.StringIO()
     table.write("# params_kind: non_embedding\n")
@@ -110,10 +104,9 @@ def export_points(eval_dirs: list[Path], out_csv: Path) -> dict[str, Any]:
         rel = Path("items") / info["run"] / f"{info['checkpoint']}.jsonl"
         items = r.items if correct_everywhere[r.task] else [{k: v for k, v in it.items() if k != "correct"} for it in r.items]
         files[out_csv.parent / rel].extend(items)
-        loss = sum(it["bits"] for it in r.items) / sum(it["bytes"] for it in r.items)
-        acc = sum(it["correct"] for it in r.items) / len(r.items) if r.has_correct else None
+        acc = r.values["accuracy"] if correct_everywhere[r.task] else None
         w.writerow([info["arm"], r.task, info["run"], _fmt(info["fraction"]), info["step"], info["params"], info["tokens"],
-                    _fmt(loss), _fmt(acc), _fmt(r.chance), len(r.items), rel.as_posix()])
+                    _fmt(r.values["loss"]), _fmt(acc), _fmt(r.chance), r.values["n_items"], rel.as_posix()])
         dropped[r.task] = max(dropped[r.task], r.dropped)
     for path, items in files.items():
         write_text(path, "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))

@@ -155,7 +155,8 @@ def _plot_accuracy(task: str, entry: dict, path: Path) -> None:
     ax.set_title(f"{task}: accuracy vs loss; target prediction (*)", fontsize=10)
     if notes:
         ax.text(0.01, 0.01, "\n".join(notes), transform=ax.transAxes, fontsize=6, va="bottom")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # no accuracy anywhere (MBPP without generation): no legend
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -311,8 +312,9 @@ def _reading(task: str, e: dict, arms: list[str]) -> str:
     text = f"- **{task}**: task loss {b} - {a} = {d['value']:+.4g} bits/byte{_ci(d.get('ci95'), fmt='{:+.4g}')}: {words}"
     acc = e["difference"]["accuracy"]
     if acc is None:
-        why = {e["arms"][x]["prediction"].get("accuracy_why") for x in arms} - {None}
-        text += f"; accuracy not predicted ({'; '.join(sorted(why)) or 'no step 2'})"
+        why = [f"{x}: {e['arms'][x]['prediction']['accuracy_why']}" for x in arms
+               if e["arms"][x]["prediction"].get("accuracy_why")]
+        text += f"; accuracy not predicted ({'; '.join(why) or 'no step 2'})"
     else:
         alo, ahi = acc.get("ci95") or (None, None)
         sign = ("cannot be told apart" if alo is None or alo <= 0 <= ahi
