@@ -60,12 +60,13 @@ def speed(a: argparse.Namespace) -> dict:
                                                    compile_scope=scope)),
                          ("hf_compile", lambda: run_peer(conf, r.micro, accum, r.seq_len, a.warmup, a.steps, "model"))):
             with tempfile.TemporaryDirectory() as tmp:
-                t = time.perf_counter()
+                t, start = time.perf_counter(), time.time()
                 try:
                     row[name] = fn()
                 except Exception as exc:  # a failed side is recorded, the other still measured
                     row[name] = {"error": f"{type(exc).__name__}: {exc}"}
-                row[name]["wall_s"] = round(time.perf_counter() - t, 1)
+                # unix times: whether the measurement overlapped the ladder's jobs (timing.json) shows here
+                row[name].update(wall_s=round(time.perf_counter() - t, 1), start=start, end=time.time())
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         if "tokens_per_s" in row["ours"] and "tokens_per_s" in row["hf_compile"]:
