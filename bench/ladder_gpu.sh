@@ -26,9 +26,9 @@ WORK=${LADDER_WORK:-/tmp/codestage-ladder-$NAME}
 DEADLINE=${LADDER_DEADLINE_S:-420}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-mkdir -p "$OUT" "$WORK/bench"
+B=$WORK-bench   # logs and measurements (beside the study: it must start as an empty or codestage folder)
+mkdir -p "$OUT" "$B"
 OUT=$(cd "$OUT" && pwd)
-B=$WORK/bench   # logs and measurements; they travel in the tarball
 if [ -d .whl ]; then $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1; fi
 export PYTHONPATH="/tmp/site:$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}   # several processes per GPU share the cores
@@ -85,7 +85,7 @@ if [ "$RC" != 0 ] || [ ! -f "$WORK/ladder/fit/fit.json" ]; then
   stamp "the run did not finish: points and fit from the checkpoints evaluated so far (ladder/partial/)"
   $PY -m codestage.cli ladder points "$WORK" --to "$WORK/ladder/partial/points.csv" 2>&1 | tee -a "$OUT/stages.log"
   timeout 60 $PY -m codestage.cli ladder fit "$WORK/ladder/partial/points.csv" --out "$WORK/ladder/partial/fit" \
-    --holdout largest --bootstrap 200 > "$B/partial_fit.log" 2>&1
+    --holdout largest --step1-points all --bootstrap 200 > "$B/partial_fit.log" 2>&1
   stamp "partial fit exited with $?"
 fi
 
@@ -125,6 +125,7 @@ grep phase: "$B/steps.tsv" | tee -a "$OUT/stages.log"
 
 stamp "tar"
 cp -f "$OUT/stages.log" "$B/" 2>/dev/null
+mkdir -p "$WORK" && rm -rf "$WORK/bench" && cp -r "$B" "$WORK/bench"   # they travel in the tarball
 # no weights, stores, tokenizer or executor records; the evaluations' items.jsonl stay out too
 # (ladder/points/items/ holds what the fit needs per item: bits, bytes, correct)
 ( cd "$WORK" && find . -type f \( -name '*.md' -o -name '*.json' -o -name '*.jsonl' -o -name '*.csv' -o -name '*.png' \
