@@ -97,6 +97,8 @@ def test_report_cells_come_from_the_runs_items(study_out) -> None:
         assert len(legal) == 3
         acc = 100.0 * sum(r["correct"] for r in legal) / len(legal)
         assert results.runs[run].tasks["legal"].value == pytest.approx(acc)
+        bpb = sum(r["gold_bits"] for r in legal) / sum(r["gold_bytes"] for r in legal)  # the task loss, from the same items
+        assert results.runs[run].tasks["legal"].bits_per_byte.value == pytest.approx(bpb, rel=1e-12)
 
 
 def test_heldout_loss_and_continuous_metrics_are_reported(study_out) -> None:
@@ -111,6 +113,9 @@ def test_heldout_loss_and_continuous_metrics_are_reported(study_out) -> None:
     assert legal.gold_logprob.n == 3 and legal.margin.value is not None
     md = (out / "report.md").read_text()
     assert "## Held-out loss" in md and "## Continuous metrics" in md
+    table = md.split("### Bits per byte of the gold answer")[1].split("\n\n")[2].splitlines()
+    assert len(table) == 2 + len(RUNS) and table[0].count("|") == 2 + len(DOMAINS)  # one column per task evaluated
+    assert all(results.runs[r].tasks[d].bits_per_byte.n == 3 for r in RUNS for d in DOMAINS)
     assert "## Test-set contamination" in md and "| mbpp_sanitized |" in md
 
 
