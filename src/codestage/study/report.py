@@ -345,8 +345,9 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
     results.paper = {"source": paper.get("source"), "tables": paper.get("tables")}
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    plot_losses(runs, plots / "loss.png")
-    made = [s for s in STAGES if plot_scores(results, paper, s, plots / f"scores_{s}.png")]
+    if runs:
+        plot_losses(runs, plots / "loss.png")
+    made = [s for s in STAGES if runs and plot_scores(results, paper, s, plots / f"scores_{s}.png")]
 
     md = [f"# codestage report: {config.get('name', 'study')}", "",
           "Each cell: our score [95% bootstrap interval] and the number of items n; accuracy in %, code generation is "
@@ -380,7 +381,7 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
             detail = {"ran": t.seconds, "up_to_date": "up to date", "alias": f"same as {t.alias_of}"}[t.status]
             md.append(f"| {name} | {detail} |")
         md.append("")
-    notes = paper.get("notes", [])
+    notes = paper.get("notes", []) if runs else []
     if notes:
         md += ["## Notes on the paper's numbers", ""] + [f"- {n}" for n in notes] + [""]
     write_json(out_dir / "results.json", results.to_json())
