@@ -92,6 +92,11 @@ def test_micro_ladder_end_to_end_through_the_cli(tmp_path, cli_run):
 
     code, text = cli_run("run", config, "--out", out, "--quiet")  # everything reused
     assert code == 0 and "▶" not in text
+    (out / "ladder" / "fit" / ".step.json").unlink()  # `ladder run`: the jobs are done, the fit runs again here
+    code, text = cli_run("ladder", "run", config, "--out", out, "--jobs", "2", "--quiet")
+    assert code == 0 and "24 up to date" in text and "▶ ladder/fit" in text and "▶ ladder/pretrain" not in text
+    assert json.loads((out / "ladder" / "fit" / "fit.json").read_text()) == fit  # same points, same seed: same fit
+    assert set(json.loads((out / "ladder" / "timing.json").read_text())) == {"prep", "jobs", "tail"}
 
 
 def test_ladder_plan_refuses_a_config_without_a_ladder(tmp_path, cli_run):
