@@ -1,8 +1,8 @@
 """`codestage ladder ...`: fit task scaling laws to a table of ladder points and report them.
 
 Thin: parses arguments, calls `codestage.study.ladder`, prints a rich summary. Heavy modules are
-imported inside the commands so `codestage --help` stays fast. (`ladder plan` / `ladder run`
-live here too once the ladder's training side exists.)
+imported inside the commands so `codestage --help` stays fast. `ladder plan` / `ladder run` /
+`ladder points` work on a study config's `ladder:` section (docs/ladder.md).
 """
 
 from __future__ import annotations
@@ -106,3 +106,70 @@ def report_cmd(out: Path = typer.Argument(..., help="folder holding fit.json")) 
     report = render_report(doc, out)
     out_console.print(_summary(doc))
     console.print(f"report: {report}   plots: {out / 'plots'}")
+
+
+@ladder_app.command("plan")
+def plan_cmd(config: Path = typer.Argument(..., help="study YAML with a `ladder:` section")) -> None:
+    """The ladder's rungs by the size rule: shape, parameters, tokens, steps, batch, learning rate and FLOPs
+    (6ND), and their total against the target's."""
+    from codestage.config import load_config
+    from codestage.study.ladder.plan import plan_ladder
+
+    plan = plan_ladder(load_config(config))
+    table = Table(title=f"ladder: {len(plan.rungs)} runs (N = non-embedding parameters, FLOPs = 6 N D)")
+    for col in ("run", "layers x width", "heads", "N", "N total", "tokens", "tok/N", "steps", "batch", "lr", "FLOPs"):
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
+    for r in plan.rungs:
+        table.add_row(r.run, f"{r.shape.layers} x {r.shape.width}", str(r.shape.heads), f"{r.params:,}", f"{r.total_params:,}",
+                      f"{r.tokens:,}", f"{r.tokens / r.params:.1f}", f"{r.steps:,}", f"{r.rows} x {r.seq_len}",
+                      f"{r.lr:.3g}", f"{r.flops:.3g}")
+    wide = Console(width=max(out_console.width, 160))  # one line per rung, also in a narrow terminal or a log
+    wide.print(table)
+    n, d = plan.target
+    wide.print(f"total: {plan.flops:.3g} FLOPs, {sum(r.tokens for r in plan.rungs):,} tokens; target N={n:.3g}, "
+                      f"D={d:.3g}: {plan.target_flops:.3g} FLOPs; the ladder costs {plan.flops / plan.target_flops:.3g} "
+               "of one target run")
+
+
+@ladder_app.command("points")
+def points_cmd(
+    out: Path = typer.Argument(..., help="a study's output folder (its ladder/eval/ is read)"),
+    to: Optional[Path] = typer.Option(None, "--to", help="POINTS file to write (default OUT/ladder/export/points.csv); "
+                                      "per-item files go to items/ beside it"),
+) -> None:
+    """Export POINTS (and per-item files) from every evaluated ladder checkpoint of a study, finished or not."""
+    from codestage.study.ladder.export import export_points, find_evals
+
+    dest = to or out / "ladder" / "export" / "points.csv"
+    summary = export_points(find_evals(out), dest)
+    console.print(f"points: {dest} ({summary['rows']} rows from {summary['evaluations']} evaluations; tasks "
+                  f"{', '.join(summary['tasks'])}; per-item accuracy for {', '.join(summary['accuracy_per_item']) or 'none'})")
+
+
+@ladder_app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="study YAML with a `ladder:` section"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="ladder steps side by side on each visible GPU"),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="ladder steps side by side without GPUs"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Run a study with its ladder: the study's own steps here, then the ladder's runs and evaluations as
+    processes side by side (`--per-gpu` on each visible GPU), then the points, the fit and the report."""
+    from codestage.study.ladder.dispatch import run_ladder
+
+    if not run_ladder(config, out, per_gpu=per_gpu, jobs=jobs, quiet=quiet, console=console):
+        raise typer.Exit(1)
+
+
+@ladder_app.command("step", hidden=True)
+def step_cmd(
+    config: Path = typer.Argument(..., help="study YAML"),
+    out: Path = typer.Option(..., "--out"),
+    name: str = typer.Option(..., "--step", help="the step's name, as `codestage plan` lists it"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Run one step of a study here (what `ladder run` starts for each ladder run and evaluation)."""
+    from codestage.study.ladder.dispatch import run_step
+
+    run_step(config, out, name, quiet=quiet, console=console)

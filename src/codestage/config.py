@@ -128,6 +128,10 @@ class TrainConfig(_Strict):
                          "CUDA compute capability 8.9+); pays from about 1B parameters")
     peak_tflops: float | None = Field(None, gt=0, description="for MFU in logs; default: the GPU's datasheet bf16 peak")
     tensorboard: bool = True
+    snapshots: list[float] = Field(
+        default_factory=list, exclude_if=lambda v: not v,  # absent from step keys unless given
+        description="fractions of the run (in (0, 1), ascending) at which the model is also saved as an HF folder "
+        "under snapshots/ (the ladder evaluates them); the final model is model/")
 
     @model_validator(mode="after")
     def _consistent_schedule(self) -> "TrainConfig":
@@ -135,6 +139,22 @@ class TrainConfig(_Strict):
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps}): the learning rate "
                              "would never leave its warm-up (set warmup_steps explicitly when you lower steps)")
         return self
+
+    @model_validator(mode="after")
+    def _snapshot_steps(self) -> "TrainConfig":
+        if any(not 0 < f < 1 for f in self.snapshots):
+            raise ValueError(f"snapshots: fractions must lie in (0, 1) (the final model is model/), got {self.snapshots}")
+        if any(b <= a for a, b in zip(self.snapshots, self.snapshots[1:])):
+            raise ValueError(f"snapshots: fractions must be ascending without repeats, got {self.snapshots}")
+        steps = self.snapshot_steps()
+        if len(set(steps)) != len(steps) or (steps and not 0 < min(steps) <= max(steps) < self.steps):
+            raise ValueError(f"snapshots {self.snapshots} fall on steps {steps} of {self.steps}: each needs its own "
+                             "step between the first and the last (more steps, or fewer snapshots)")
+        return self
+
+    def snapshot_steps(self) -> list[int]:
+        """The optimizer step each snapshot fraction is written after (the nearest to fraction x steps)."""
+        return [max(1, round(f * self.steps)) for f in self.snapshots]
 
 
 class TokenizerConfig(_Strict):
@@ -304,6 +324,104 @@ class ExecutorConfig(_Strict):
         return self
 
 
+class LadderRuleConfig(_Strict):
+    """How each rung's shape, batch and learning rate follow from its size (docs/ladder.md, "The size
+    rule"): depth L, width aspect_ratio x L (to a multiple of head_dim), heads of head_dim, SwiGLU about
+    8/3 x width; learning rate and batch as power laws of the non-embedding parameters (Porian et al.
+    2024, as the OLMo ladder and DataDecide use them)."""
+
+    aspect_ratio: int = Field(64, gt=0, description="width / depth (d_model / n_layers)")
+    head_dim: int = Field(64, gt=0, description="width per attention head; widths are multiples of it")
+    lr_scale: float = Field(1.0, gt=0, description="multiplies the rule's learning rate 0.0047 (N / 108M)^(-1/3)")
+    batch_multiple: int = Field(8, gt=0, description="global batch rows are a multiple of this")
+    warmup_tokens_per_param: float = Field(1.0, ge=0, description="linear warm-up over this many tokens per parameter")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine decay to this fraction of the peak")
+
+
+class LadderTargetConfig(_Strict):
+    params: float = Field(2.6e9, gt=0, description="non-embedding parameters of the model to predict")
+    tokens: float = Field(4.2e10, gt=0)
+
+
+class LadderFitConfig(_Strict):
+    """Settings of the `ladder/fit` step (`codestage ladder fit` options of the same names)."""
+
+    bootstrap: int = Field(1000, ge=0)
+    seed: int = Field(0, ge=0)
+    holdout: Name | None = Field("largest", description="backtest: largest, a params value, a run id (comma list); null: none")
+    resample: Literal["runs", "residuals"] = "runs"
+    share_exponents: bool = True
+    step1_points: Literal["final", "all"] = "final"
+    huber_delta: float = Field(1e-3, gt=0)
+    last: int = Field(3, ge=2)
+    workers: int = Field(0, ge=0, description="bootstrap processes (0: one per core)")
+
+
+_SIZE = re.compile(r"^(\d+\.?\d*|\.\d+)(e[+-]?\d+)?([KMB]?)$", re.IGNORECASE)
+
+
+def parse_size(size: str | int | float) -> float:
+    """A parameter count: a number, or a string such as '3.2M', '800K', '1.3B', '3e6'."""
+    if isinstance(size, bool):
+        raise ValueError(f"{size!r} is not a parameter count")
+    if isinstance(size, (int, float)):
+        value = float(size)
+    else:
+        m = _SIZE.match(size.strip())
+        if not m:
+            raise ValueError(f"{size!r} is not a parameter count (e.g. 3.2M, 800K, 1.3B or 3200000)")
+        value = float(m.group(1) + (m.group(2) or "")) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[m.group(3).upper()]
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{size!r} is not a positive parameter count")
+    return value
+
+
+class LadderConfig(_Strict):
+    """A model ladder: small runs of the study's arms at several sizes and token budgets, evaluated at
+    several checkpoints, fitted to predict the target scale (docs/ladder.md)."""
+
+    sizes: list[str | int | float] = Field(
+        min_length=2, description="non-embedding parameters per rung, e.g. [1.3M, 3.2M, 6.4M]; each becomes the "
+        "nearest shape of the size rule")
+    budgets: list[float] = Field(default_factory=lambda: [10.0, 20.0], min_length=1,
+                                 description="training tokens per parameter; every size runs every budget")
+    arms: NameList | None = Field(None, description="one or two pretraining arms; default NL and CODE where the "
+                                  "study has both, else its first two; the fit's difference is second minus first")
+    checkpoints: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
+                                     description="fractions of each run evaluated, ascending, ending with 1.0 (the final model)")
+    generate_intermediate: bool = Field(False, description="MBPP generation at intermediate checkpoints too "
+                                        "(the reference's bits per byte is scored at every checkpoint regardless)")
+    only: bool = Field(False, description="a ladder-only study: no full-size pretraining, instruction tuning or "
+                       "their evaluations are planned")
+    target: LadderTargetConfig = Field(default_factory=LadderTargetConfig)
+    rule: LadderRuleConfig = Field(default_factory=LadderRuleConfig)
+    fit: LadderFitConfig = Field(default_factory=LadderFitConfig)
+
+    @field_validator("sizes")
+    @classmethod
+    def _positive_sizes(cls, v: list) -> list:
+        for size in v:
+            try:
+                parse_size(size)
+            except ValueError as exc:
+                raise ValueError(f"sizes: {exc}") from None
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[float]) -> list[float]:
+        if any(not b > 0 for b in v) or len(set(v)) != len(v):
+            raise ValueError(f"budgets: tokens per parameter must be positive and distinct, got {v}")
+        return v
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints(cls, v: list[float]) -> list[float]:
+        if not v or v[-1] != 1.0 or any(not 0 < f <= 1 for f in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"checkpoints: ascending fractions in (0, 1] ending with 1.0 (the final model), got {v}")
+        return v
+
+
 class StudyConfig(_Strict):
     name: Name = "study"
     seed: int = Field(0, ge=0)
@@ -316,6 +434,7 @@ class StudyConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, exclude=True,
                                      description="where steps run (docs/cluster.md); not in keys or results")
+    ladder: LadderConfig | None = Field(None, description="a model ladder (docs/ladder.md); none by default")
     base_dir: Path = Field(Path("."), exclude=True, description="relative data paths resolve against this")
 
     @field_validator("sources")
@@ -329,6 +448,21 @@ class StudyConfig(_Strict):
     def _some_arms(self) -> "StudyConfig":
         if not self.pretrain.arms:
             raise ValueError("pretrain.arms: at least one pretraining arm is needed")
+        return self
+
+    @model_validator(mode="after")
+    def _ladder_arms(self) -> "StudyConfig":
+        if self.ladder is None:
+            return self
+        if self.ladder.arms is None:
+            arms = list(self.pretrain.arms)
+            self.ladder.arms = ["NL", "CODE"] if {"NL", "CODE"} <= set(arms) else arms[:2]
+        unknown = [a for a in self.ladder.arms if a not in self.pretrain.arms]
+        if unknown:
+            raise ValueError(f"ladder.arms: {', '.join(map(repr, unknown))} is not a pretraining arm "
+                             f"({', '.join(self.pretrain.arms)})")
+        if len(self.ladder.arms) > 2 or len(set(self.ladder.arms)) != len(self.ladder.arms):
+            raise ValueError(f"ladder.arms: one or two distinct arms (the fit compares two), got {self.ladder.arms}")
         return self
 
     @model_validator(mode="after")

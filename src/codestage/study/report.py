@@ -343,6 +343,9 @@ def _notes(results: StudyResults) -> list[str]:
     return lines + [""]
 
 
+LADDER_FIT = "ladder/fit"  # the `ladder/fit` step's folder in a study's output
+
+
 def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_dir: Path,
                  *, timings: Mapping[str, StepOutcome] | None = None, paper_path: Path | None = None) -> StudyResults:
     """Write out_dir/report.md, out_dir/results.json and out_dir/plots/*.png; return results."""
@@ -352,8 +355,9 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
     results.paper = {"source": paper.get("source"), "tables": paper.get("tables")}
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    plot_losses(runs, plots / "loss.png")
-    made = [s for s in STAGES if plot_scores(results, paper, s, plots / f"scores_{s}.png")]
+    if runs:
+        plot_losses(runs, plots / "loss.png")
+    made = [s for s in STAGES if runs and plot_scores(results, paper, s, plots / f"scores_{s}.png")]
 
     md = [f"# codestage report: {config.get('name', 'study')}", "",
           "Each cell: our score [95% bootstrap interval] and the number of items n; accuracy in %, code generation is "
@@ -361,15 +365,22 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
           "come from, beside the paper's (E-KAR: validation unless test.json with its answers is given). The paper's "
           "published numbers (PanGu-alpha 2.6B; `reported_results.json`) sit in the row below ours. Our models are far smaller than the paper's, so read the "
           "*differences between runs* against their intervals, not the absolute levels.", ""]
-    for stage in STAGES:
-        md += _table(results, paper, stage)
-    md += ["## Plots", "", "![training loss](plots/loss.png)", ""]
-    md += [f"![{s}](plots/scores_{s}.png)" for s in made] + [""]
-    md += _notes(results)
-    md += _continuous_lines(results)
-    md += _heldout_lines(results)
+    if runs:  # a ladder-only study has none: its report is the ladder's section
+        for stage in STAGES:
+            md += _table(results, paper, stage)
+    if (out_dir / LADDER_FIT / "fit.json").is_file():
+        from codestage.study.ladder.report import study_section
+
+        md += study_section(out_dir / LADDER_FIT, LADDER_FIT)
+    if runs:
+        md += ["## Plots", "", "![training loss](plots/loss.png)", ""]
+        md += [f"![{s}](plots/scores_{s}.png)" for s in made] + [""]
+        md += _notes(results)
+        md += _continuous_lines(results)
+        md += _heldout_lines(results)
     md += _decontam_lines(out_dir)
-    md += _mixture_lines(runs)
+    if runs:
+        md += _mixture_lines(runs)
     other = {n: r.other_tasks for n, r in results.runs.items() if r.other_tasks}
     if other:
         md += ["## Other evaluated tasks", "", "| run | task | value | split and n (the paper's) |", "|---|---|---|---|"]
@@ -380,7 +391,7 @@ def write_report(runs: Mapping[str, StudyRun], config: Mapping[str, Any], out_di
             detail = {"ran": t.seconds, "up_to_date": "up to date", "alias": f"same as {t.alias_of}"}[t.status]
             md.append(f"| {name} | {detail} |")
         md.append("")
-    notes = paper.get("notes", [])
+    notes = paper.get("notes", []) if runs else []
     if notes:
         md += ["## Notes on the paper's numbers", ""] + [f"- {n}" for n in notes] + [""]
     write_json(out_dir / "results.json", results.to_json())

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 from rich.console import Console
 
 from codestage.atomic import write_json
-from codestage.config import StudyConfig, config_to_dict
+from codestage.config import EvalConfig, ModelConfig, StudyConfig, TrainConfig, config_to_dict
 from codestage.data.instructions import read_examples
 from codestage.data.sources import expand_paths, iter_documents, sample_texts
 from codestage.data.store import TokenStore
@@ -176,8 +176,11 @@ class Study:
                       self._decontam, inputs=self._eval_data)
 
         self.arm_schedules = {}
+        ladder_only = cfg.ladder is not None and cfg.ladder.only  # the ladder's small runs alone (docs/ladder.md)
         for arm, mix in cfg.pretrain.arms.items():
             self.arm_schedules[arm] = build_schedule(mix, self.groups, where=f"pretrain.arms.{arm}")
+            if ladder_only:
+                continue
             used = sorted(store_keys)
             self._add(f"pretrain/{arm}", self.out / "runs" / arm,
                       {"stores": {n: store_keys[n] for n in used}, "groups": self.groups, "model": cfg.model.model_dump(),
@@ -191,7 +194,7 @@ class Study:
         set_paths = {n: self._paths(s.paths) for n, s in cfg.instruct.sets.items()}
         self.instruct_groups = groups_of(cfg.instruct.sets)
         self.run_schedules = {}
-        for name, run in runs.items():
+        for name, run in ({} if ladder_only else runs).items():
             self.run_schedules[name] = build_schedule(run.mixture, self.instruct_groups, where=f"instruct.runs.{name}.mixture")
             base = self.steps[f"pretrain/{run.base}"]
             self._add(f"instruct/{name}", self.out / "runs" / name,
@@ -206,6 +209,10 @@ class Study:
             self._add(f"eval/{run}", self.out / "eval" / run, {"model": step.key, "eval": cfg.eval.model_dump()},
                       lambda out, step=step: self._evaluate(step, out), deps=(step.name,), run=run,
                       inputs=self._eval_data)
+        if cfg.ladder is not None:
+            from codestage.study.ladder.steps import add_ladder_steps
+
+            add_ladder_steps(self, store_keys)
 
     def _eval_data(self) -> dict[str, str | None]:
         """task/file -> sha256 (None: absent) of every file the evaluated tasks read. Evaluation
@@ -260,18 +267,20 @@ class Study:
         write_json(out / "decontam.json", decontaminate(sets, list(e.tasks), data_dir=data_dir, n=self.cfg.data.decontam_n,
                                                         workers=self.cfg.data.workers or 1))
 
-    def _pretrain(self, arm: str, out: Path) -> None:
+    def _pretrain(self, arm: str, out: Path, model_cfg: ModelConfig | None = None, train: TrainConfig | None = None,
+                  name: str | None = None) -> None:
+        """Pretrain `arm` into `out`: the study's model and settings, or a ladder rung's `model_cfg` and `train`."""
         tok = self.tokenizer()
         stores = {n: TokenStore.open(self.steps[f"store/{n}"].out) for n in self.cfg.sources}
-        mc = self.cfg.model
+        mc = model_cfg or self.cfg.model
         if mc.init_from:
             model = load_model(self._paths([mc.init_from])[0])
         else:
             conf = model_config(mc.preset, len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **mc.overrides)
             model = build_model(conf, seed=self.cfg.seed)
-        train_cfg = self.cfg.pretrain.train.model_copy(update={"seed": self.cfg.seed})  # the study's seed drives data order too
+        train_cfg = (train or self.cfg.pretrain.train).model_copy(update={"seed": self.cfg.seed})  # the seed drives data order too
         pretrain(model, tok, stores, self.groups, self.arm_schedules[arm], train_cfg, out,
-                 name=f"pretrain {arm}", progress=self.progress)
+                 name=name or f"pretrain {arm}", progress=self.progress)
 
     def _instruct(self, name: str, out: Path) -> None:
         run = self.cfg.instruct.runs[name]
@@ -288,11 +297,14 @@ class Study:
                       template=self.cfg.instruct.template, name=f"instruct {name}", progress=self.progress)
 
     def _evaluate(self, model_step: Step, out: Path) -> None:
+        self.evaluate_model(model_step.out / "model", out)
+
+    def evaluate_model(self, model_dir: Path, out: Path, eval_cfg: EvalConfig | None = None) -> None:
+        """Evaluate a model folder into `out` with the study's eval settings (or `eval_cfg`)."""
         from codestage.eval.harness import evaluate, load_scorer
 
-        e = self.cfg.eval
+        e = eval_cfg or self.cfg.eval
         data_dir = self._paths([e.data_dir])[0] if e.data_dir else None
-        model_dir = model_step.out / "model"
         scorer = load_scorer(model_dir, device=e.device, batch_size=e.batch_size)  # loaded once for tasks and losses
         evaluate(model_dir, list(e.tasks), out, data_dir=data_dir, sample=e.sample, seed=self.cfg.seed,
                  protocol=e.protocol, shots=e.shots, max_new_tokens=e.max_new_tokens, execute=e.execute, generate=e.generate, scorer=scorer,

@@ -34,6 +34,7 @@ from codestage.model import count_parameters
 from codestage.train import checkpoint as ckpt
 from codestage.train import float8
 from codestage.train import parallel
+from codestage.train import snapshots
 from codestage.train.batches import BatchPlan, Prefetcher
 from codestage.train.estimate import device_peak_tflops, flops_per_token
 from codestage.train.modules import Trainable, read_hf_weights
@@ -292,9 +293,11 @@ class _Run:
             start, tokens_seen, loss_value = self._load()
             if world.main:
                 _truncate_metrics(metrics_path, start)
+                snapshots.prune_after(run_dir, start)  # later ones are reached and written again
                 self.console.print(f"[dim]{self.name}: resuming from step {start} ({ckpt.latest(run_dir)[1].name})[/]")
         elif world.main:
             ckpt.remove_all(run_dir)
+            snapshots.prune_after(run_dir, 0)
             metrics_path.unlink(missing_ok=True)
         parallel.barrier(world)
         return start, tokens_seen, loss_value
@@ -307,6 +310,7 @@ class _Run:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed)
         meter = _Throughput(t0, tokens_seen)
         nonfinite = torch.zeros((), device=self.device)
+        snapshot_at = dict(zip(cfg.snapshot_steps(), cfg.snapshots))  # step -> fraction
         stop = _StopRequests()
         # Redrawn twice a second, not Rich's default 10: the redraw thread takes the GIL from the
         # thread that launches the GPU's kernels, and a step's figures change once a step anyway.
@@ -322,6 +326,7 @@ class _Run:
                 tokens_seen += item.tokens
                 last = done == cfg.steps
                 save_now = bool(cfg.checkpoint_every) and done % cfg.checkpoint_every == 0 and not last
+                snap = done in snapshot_at
                 if self.on_step is not None:
                     try:
                         self.on_step(done)
@@ -329,11 +334,13 @@ class _Run:
                         stop.requested = True
                 check_stop = not world.distributed or done % cfg.log_every == 0 or save_now
                 stopping = parallel.any_flag(stop.requested, world) if check_stop else False
-                if done % cfg.log_every == 0 or last or done == 1 or save_now or stopping:
+                if done % cfg.log_every == 0 or last or done == 1 or save_now or stopping or snap:
                     loss_value = self._log(log, done, item, step_loss, nonfinite, grad_norm, lr, tokens_seen, meter)
                     bar.update(task, loss=f"{loss_value:.3f}", tps=f"{meter.tps:,.0f}",
                                mfu="-" if meter.mfu is None else f"{meter.mfu:.1%}")
                 bar.update(task, completed=done)
+                if snap:
+                    self._snapshot(done, tokens_seen, snapshot_at[done], loss_value)
                 if stopping:
                     self._save(done, tokens_seen, item.state, item.tokens_per_source, loss_value)
                     if world.main:
@@ -392,12 +399,26 @@ class _Run:
             f"train.warmup_steps, or lower train.grad_clip, then resume or start over."
         )
 
+    def _hf_weights(self) -> dict[str, torch.Tensor] | None:
+        """The model's full weights under HF names on the CPU, on the main rank (None elsewhere); every rank
+        calls it (a collective under FSDP2)."""
+        tm = self.tm
+        sd, _ = parallel.full_state(tm.module, self.optimizer) if self.mode == "fsdp" else (tm.module.state_dict(), None)
+        return tm.to_hf({k: v.detach().to("cpu") for k, v in sd.items()}) if self.world.main else None
+
+    def _snapshot(self, step: int, tokens: int, fraction: float, loss: float) -> None:
+        """run_dir/snapshots/step-N: the model as it is after `step` (train.snapshots), atomically."""
+        hf_sd = self._hf_weights()
+        if self.world.main:
+            snapshots.write(self.run_dir, step, tokens, fraction, loss,
+                            lambda tmp: self.tm.write_hf_dir(tmp, hf_sd, self.tokenizer))
+        parallel.barrier(self.world)
+
     def _write_final_model(self) -> None:
         """run_dir/model (an HF directory, atomically) and mixture.json; the checkpoints go."""
         tm, world = self.tm, self.world
-        sd, _ = parallel.full_state(tm.module, self.optimizer) if self.mode == "fsdp" else (tm.module.state_dict(), None)
+        hf_sd = self._hf_weights()
         if world.main:
-            hf_sd = tm.to_hf({k: v.detach().to("cpu") for k, v in sd.items()})
             with atomic_dir(self.run_dir / "model") as tmp:
                 tm.write_hf_dir(tmp, hf_sd, self.tokenizer)
             tm.load_into_hf(hf_sd)

@@ -155,7 +155,8 @@ def _plot_accuracy(task: str, entry: dict, path: Path) -> None:
     ax.set_title(f"{task}: accuracy vs loss; target prediction (*)", fontsize=10)
     if notes:
         ax.text(0.01, 0.01, "\n".join(notes), transform=ax.transAxes, fontsize=6, va="bottom")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # no accuracy anywhere (MBPP without generation): no legend
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -289,3 +290,53 @@ def render_report(doc: dict[str, Any], out: Path) -> Path:
     path = out / "report.md"
     write_text(path, "\n".join(lines))
     return path
+
+
+def _reading(task: str, e: dict, arms: list[str]) -> str:
+    """One task's prediction in words: the difference's sign where its interval excludes zero, else
+    "cannot be told apart"; the backtest's error beside it."""
+    if len(arms) < 2:
+        pr = e["arms"][arms[0]]["prediction"]
+        return f"- **{task}**: {arms[0]} task loss {_g(pr['loss'])} bits/byte{_ci(pr.get('loss_ci95'))} at the target."
+    a, b = arms
+    d = e["difference"]["loss"]
+    lo, hi = d.get("ci95") or (None, None)
+    if lo is None:
+        words = "no interval (no bootstrap)"
+    elif lo > 0:
+        words = f"{b} is predicted worse (higher loss)"
+    elif hi < 0:
+        words = f"{b} is predicted better (lower loss)"
+    else:
+        words = "the arms cannot be told apart"
+    text = f"- **{task}**: task loss {b} - {a} = {d['value']:+.4g} bits/byte{_ci(d.get('ci95'), fmt='{:+.4g}')}: {words}"
+    acc = e["difference"]["accuracy"]
+    if acc is None:
+        why = [f"{x}: {e['arms'][x]['prediction']['accuracy_why']}" for x in arms
+               if e["arms"][x]["prediction"].get("accuracy_why")]
+        text += f"; accuracy not predicted ({'; '.join(why) or 'no step 2'})"
+    else:
+        alo, ahi = acc.get("ci95") or (None, None)
+        sign = ("cannot be told apart" if alo is None or alo <= 0 <= ahi
+                else f"{b} helps" if alo > 0 else f"{b} hurts")
+        text += f"; accuracy {b} - {a} = {_signed_pct(acc['value'])} points{_ci(acc.get('ci95'), 100, '{:+.1f}')}: {sign}"
+    errs = [e["arms"][x]["prediction"].get("backtest") or {} for x in arms]
+    if any(x.get("loss_rel_error") is not None for x in errs):
+        text += ("; backtest loss error " + " / ".join(DASH if x.get("loss_rel_error") is None
+                                                      else f"{100 * x['loss_rel_error']:.1f}%" for x in errs)
+                 + f" ({' / '.join(arms)})")
+    return text + "."
+
+
+def study_section(fit_dir: Path, rel: str) -> list[str]:
+    """The study report's ladder section from a `ladder/fit` folder (`rel`: its path from the report)."""
+    doc = load_fit(fit_dir)
+    t = doc["target"]
+    arms = list(doc["arms"])
+    lines = ["## Ladder: predictions at the target", "",
+             f"From the ladder's small runs, fitted and extrapolated to N = {t['params']:.3g} parameters and "
+             f"D = {t['tokens']:.3g} tokens (95% intervals; full tables, fits, backtest and plots in "
+             f"[{rel}/report.md]({rel}/report.md)). Task loss is the bits per byte of the gold answer (lower is better).", ""]
+    lines += [_reading(task, e, arms) for task, e in doc["tasks"].items()]
+    return lines + ["", "An interval covers the noise of the ladder's points and items, not a wrong law: read a task's "
+                    "prediction with its backtest error (the largest rung predicted from the others).", ""]
