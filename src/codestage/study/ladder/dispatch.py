@@ -82,7 +82,7 @@ def run_ladder(config: Path, out: Path, *, per_gpu: int, jobs: int, quiet: bool,
         graph.append(Job(name, tuple(argv), deps=tuple(d for d in step.deps if d in job_names),
                          resources=Resources(gpus=1 if gpus else 0), key=step.key, log=out / "logs" / f"{name}.log",
                          rerun=f"codestage ladder step {config} --out {out} --step {name}",
-                         is_done=lambda step=step: study._done(step)))
+                         is_done=lambda step=step: study.up_to_date(step.name)))
     console.print(f"[bold]ladder: {len(graph)} runs and evaluations, "
                   + (f"{per_gpu} per GPU on {len(gpus)} GPUs" if gpus else f"{jobs} at a time on the CPU") + "[/]")
     t = time.time()
