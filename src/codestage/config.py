@@ -220,7 +220,7 @@ class EvalConfig(_Strict):
 
 
 SbatchValue = str | int | bool
-DEFAULT_GPUS_PER_STEP = {"pretrain": 1, "instruct": 1, "eval": 1}
+DEFAULT_GPUS_PER_STEP = {"pretrain": 1, "instruct": 1, "eval": 1, "ladder": 1}
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
@@ -300,7 +300,7 @@ class ExecutorConfig(_Strict):
                                      "(default: GPUs x the largest steps_per_gpu, 1 without GPUs)")
     gpus_per_step: dict[Name, Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: dict(DEFAULT_GPUS_PER_STEP),
-        description="GPUs of each stage's steps, over the defaults pretrain/instruct/eval 1; stages not named get none")
+        description="GPUs of each stage's steps, over the defaults pretrain/instruct/eval/ladder 1; stages not named get none")
     steps_per_gpu: dict[Name, Annotated[int, Field(ge=1, le=64)]] = Field(
         default_factory=dict, description="local: how many of a stage's one-GPU steps may share one GPU (default 1)")
     slurm: SlurmOptions = Field(default_factory=SlurmOptions)

@@ -31,7 +31,7 @@ from codestage.study.runner import Study
 # How long a stage's step takes, roughly, against the others: the graph starts first the jobs with
 # the longest chain of work behind them (a pretraining run before the evaluations that could fill
 # its GPU), which shortens the whole run when GPUs are shared.
-STAGE_COST = {"pretrain": 8, "instruct": 2, "eval": 2}
+STAGE_COST = {"pretrain": 8, "instruct": 2, "eval": 2, "ladder": 2}
 OTHER_COST, SHARE_COST = 1, 0.1
 
 

@@ -16,7 +16,12 @@ from codestage.study.executors.jobs import Resources
 
 
 def stage_of(step: str) -> str:
-    return step.split("/", 1)[0]
+    """The stage whose resources a step gets: its name's first part (`pretrain/NL` -> pretrain);
+    a ladder's small runs and their evaluations are the stage `ladder`, its points and fit CPU work."""
+    parts = step.split("/")
+    if parts[0] == "ladder" and len(parts) > 2:
+        return "ladder"
+    return parts[0] if parts[0] != "ladder" else "ladder_fit"
 
 
 def resources_for(cfg: ExecutorConfig, step: str) -> Resources:

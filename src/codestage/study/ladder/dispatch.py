@@ -69,7 +69,8 @@ def run_ladder(config: Path, out: Path, *, per_gpu: int, jobs: int, quiet: bool,
     phases["prep"] = {"start": t, "end": time.time()}
 
     gpus = visible_gpus()
-    engine = LocalEngine(devices=[g for g in gpus for _ in range(per_gpu)], max_parallel=None if gpus else jobs)
+    # per_gpu one-GPU jobs share each GPU (Resources.gpu_share), as executor.steps_per_gpu does
+    engine = LocalEngine(devices=gpus, steps_per_gpu=per_gpu, max_parallel=None if gpus else jobs)
     # the biggest runs first (they end last), each run's evaluation after the runs
     order = {r.run: -r.flops for r in plan_ladder(study.cfg).rungs}
     job_names = sorted((n for n in study.steps if n.startswith(LADDER_JOBS) and study.steps[n].alias_of is None),
@@ -80,7 +81,7 @@ def run_ladder(config: Path, out: Path, *, per_gpu: int, jobs: int, quiet: bool,
         argv = [sys.executable, "-m", "codestage.cli", "ladder", "step", str(config), "--out", str(out), "--step", name,
                 "--quiet"]
         graph.append(Job(name, tuple(argv), deps=tuple(d for d in step.deps if d in job_names),
-                         resources=Resources(gpus=1 if gpus else 0), key=step.key, log=out / "logs" / f"{name}.log",
+                         resources=Resources(gpus=1, gpu_share=per_gpu) if gpus else Resources(gpus=0), key=step.key, log=out / "logs" / f"{name}.log",
                          rerun=f"codestage ladder step {config} --out {out} --step {name}",
                          is_done=lambda step=step: study.up_to_date(step.name)))
     console.print(f"[bold]ladder: {len(graph)} runs and evaluations, "
