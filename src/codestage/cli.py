@@ -199,6 +199,8 @@ def eval_cmd(
     samples: int = typer.Option(1, "--samples", min=1, help="generations per code item for pass@k (k <= samples)"),
     temperature: float = typer.Option(0.8, "--temperature", min=0.0),
     no_execute: bool = typer.Option(False, "--no-execute", help="do not run generated code (BLEU only)"),
+    no_generate: bool = typer.Option(False, "--no-generate",
+                                     help="code tasks: generate nothing, score only the reference's bits per byte"),
     check_references: bool = typer.Option(False, "--check-references",
                                           help="run the reference solutions instead of model output (harness self-test)"),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="seconds per executed program"),
@@ -211,9 +213,9 @@ def eval_cmd(
 
     results = evaluate(model, [tasks], out, data_dir=data_dir, limit=limit, sample=sample, seed=seed, protocol=protocol,
                        shots=shots, batch_size=batch_size, device=device, max_new_tokens=max_new_tokens,
-                       execute=not no_execute, check_references=check_references, samples=samples,
+                       execute=not no_execute, generate=not no_generate, check_references=check_references, samples=samples,
                        temperature=temperature, timeout_s=timeout, progress=not quiet, lenient=lenient)
-    table = Table("task", "score", "95% CI", "split, n", title=f"codestage eval ({results.protocol}, {results.shots}-shot)")
+    table = Table("task", "score", "95% CI", "bits/byte of the gold [95% CI]", "split, n", title=f"codestage eval ({results.protocol}, {results.shots}-shot)")
     for row in summary_rows(results):
         table.add_row(*row)
     Console().print(table)
@@ -230,7 +232,7 @@ def compare(
     common_only: bool = typer.Option(False, "--common-only", help="compare only the items both sides share (when they differ)"),
 ) -> None:
     """Paired difference A - B per task with its 95% interval and a paired-bootstrap p-value,
-    plus continuous metrics (margin of the gold choice; bits per byte of MBPP references) in the JSON and table."""
+    plus continuous metrics (margin of the gold choice; bits per byte of the gold answer) in the JSON and table."""
     from codestage.atomic import write_json
     from codestage.eval.harness import compare as compare_runs
 
@@ -252,8 +254,9 @@ def compare(
             if c is not None:
                 cont.append(f"{label} {c.diff:+.4f} [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] p={c.p_value:.3f}")
         n = f"{r.split}, n={r.n}" if r.split else str(r.n)
-        table.add_row(task, r.metric, n, f"{r.a:.2f}", f"{r.b:.2f}", f"{r.diff:+.2f}",
-                      f"[{lo:+.2f}, {hi:+.2f}]", f"{r.p_value:.3f}", "; ".join(cont))
+        d = 4 if r.metric == "bits_per_byte" else 2  # a task scored by its bits per byte only (--no-generate)
+        table.add_row(task, r.metric, n, f"{r.a:.{d}f}", f"{r.b:.{d}f}", f"{r.diff:+.{d}f}",
+                      f"[{lo:+.{d}f}, {hi:+.{d}f}]", f"{r.p_value:.3f}", "; ".join(cont))
     Console().print(table)
     if json_out:
         write_json(json_out, result.to_json())
