@@ -1,9 +1,10 @@
 """Compare two GPU study folders (bench/gpu_study.sh's study.tar.gz, unpacked): same results?
 
-For every seed and run found in both: the pretraining/instruction loss curves (runs/*/metrics.jsonl,
-bitwise or the largest difference), the step keys (.step.json: equal keys mean equal inputs and
-settings), each task's score and which fields only one side has (results.json), and the held-out
-loss (heldout.json); with --timing, each step's seconds from its .step.json. Prints tables.
+For every seed and run found in both: the pretraining/instruction loss curves (runs/*/metrics.jsonl:
+loss and grad norm bitwise equal, else the first step that differs and the largest loss difference),
+the step keys (.step.json: equal keys mean equal inputs and settings), each task's score and which
+fields only one side has (results.json), and the held-out loss (heldout.json); with --timing, each
+step's seconds from its .step.json. Prints tables.
 
     python3 bench/compare_study_runs.py A/study B/study [--timing]
 """
@@ -42,10 +43,11 @@ def compare_training(a: Path, b: Path) -> None:
             if not steps:
                 continue
             same_key = _json(ra / ".step.json").get("key") == _json(rb / ".step.json").get("key")
-            bitwise = (ra / "metrics.jsonl").read_bytes() == (rb / "metrics.jsonl").read_bytes()
+            # loss and grad norm of every logged step (tokens/s and elapsed time always differ)
             diffs = [(s, abs(ma[s]["loss"] - mb[s]["loss"]), ma[s].get("grad_norm") != mb[s].get("grad_norm"))
                      for s in steps]
-            first = next((s for s, d, g in diffs if d or g), None)  # loss or grad norm (tokens/s always differ)
+            first = next((s for s, d, g in diffs if d or g), None)
+            bitwise = first is None
             print(f"{seed + '/' + run:22} {'same' if same_key else 'DIFF':5} {len(steps):5} "
                   f"{'yes' if bitwise else 'no':7} {first if first is not None else '-':>8} "
                   f"{max(d for _, d, _ in diffs):11.2e} {ma[steps[-1]]['loss']:12.6f} {mb[steps[-1]]['loss']:12.6f}")
