@@ -160,16 +160,3 @@ def run_cmd(
 
     if not run_ladder(config, out, per_gpu=per_gpu, jobs=jobs, quiet=quiet, console=console):
         raise typer.Exit(1)
-
-
-@ladder_app.command("step", hidden=True)
-def step_cmd(
-    config: Path = typer.Argument(..., help="study YAML"),
-    out: Path = typer.Option(..., "--out"),
-    name: str = typer.Option(..., "--step", help="the step's name, as `codestage plan` lists it"),
-    quiet: bool = typer.Option(False, "--quiet"),
-) -> None:
-    """Run one step of a study here (what `ladder run` starts for each ladder run and evaluation)."""
-    from codestage.study.ladder.dispatch import run_step
-
-    run_step(config, out, name, quiet=quiet, console=console)

@@ -2,8 +2,8 @@
 
 A ladder's runs are small: one alone leaves most of a GPU idle (launch-bound). So the study's own
 steps (tokenizer, stores, and any full-size runs) run here one after another, then every
-`ladder/pretrain/*` and `ladder/eval/*` step runs as a process of its own through the local
-executor, `per_gpu` of them on each visible GPU (CUDA_VISIBLE_DEVICES), each step starting once its
+`ladder/pretrain/*` and `ladder/eval/*` step runs as a process of its own (`codestage step`)
+through the local executor, `per_gpu` of them on each visible GPU (CUDA_VISIBLE_DEVICES), each step starting once its
 inputs are done; then `ladder/points`, `ladder/fit` and the study report run here. `OUT/ladder/timing.json` records
 the three phases' wall-clock times (prep, jobs, tail). Every step is the
 study runner's own (`Study.execute`), so keys, markers, reuse and resumption are the same as under
@@ -37,19 +37,6 @@ def _study(config: Path, out: Path, *, quiet: bool, console: Console):
     return Study(cfg, out, console=console, progress=not quiet)
 
 
-def run_step(config: Path, out: Path, name: str, *, quiet: bool, console: Console) -> None:
-    """Execute one step of the study (a job of `run_ladder`)."""
-    import torch
-
-    from codestage.errors import ConfigError
-
-    torch.set_flush_denormal(True)  # tiny CPU models spend much of their time in denormals
-    study = _study(config, out, quiet=quiet, console=console)
-    if name not in study.steps:
-        raise ConfigError(f"--step {name}: no such step; steps are {', '.join(study.steps)}")
-    study.execute(name)
-
-
 def run_ladder(config: Path, out: Path, *, per_gpu: int, jobs: int, quiet: bool, console: Console) -> bool:
     """Run the whole study and its ladder; False when a ladder job failed (the summary says which)."""
     import torch
@@ -78,11 +65,10 @@ def run_ladder(config: Path, out: Path, *, per_gpu: int, jobs: int, quiet: bool,
     graph = []
     for name in job_names:
         step = study.steps[name]
-        argv = [sys.executable, "-m", "codestage.cli", "ladder", "step", str(config), "--out", str(out), "--step", name,
-                "--quiet"]
+        argv = [sys.executable, "-m", "codestage.cli", "step", str(config), "--out", str(out), "--step", name, "--quiet"]
         graph.append(Job(name, tuple(argv), deps=tuple(d for d in step.deps if d in job_names),
                          resources=Resources(gpus=1, gpu_share=per_gpu) if gpus else Resources(gpus=0), key=step.key, log=out / "logs" / f"{name}.log",
-                         rerun=f"codestage ladder step {config} --out {out} --step {name}",
+                         rerun=f"codestage step {config} --out {out} --step {name}",
                          is_done=lambda step=step: study.up_to_date(step.name)))
     console.print(f"[bold]ladder: {len(graph)} runs and evaluations, "
                   + (f"{per_gpu} per GPU on {len(gpus)} GPUs" if gpus else f"{jobs} at a time on the CPU") + "[/]")
@@ -105,4 +91,4 @@ def run_ladder(config: Path, out: Path, *, per_gpu: int, jobs: int, quiet: bool,
     return True
 
 
-__all__ = ["run_ladder", "run_step"]
+__all__ = ["run_ladder"]
