@@ -198,11 +198,12 @@ def test_bootstrap_intervals_cover_the_truth_at_about_the_nominal_rate(tmp_path)
 
 @pytest.mark.slow
 def test_bootstrap_in_worker_processes_matches_one_process(tmp_path, monkeypatch) -> None:
-    """Each task's replicates are seeded from the fit's seed, so spreading tasks over processes
-    changes nothing."""
+    """Each piece of a task's replicates is seeded from the fit's seed and its index, so spreading
+    the pieces over processes changes nothing."""
     import codestage.study.ladder.fit as fit_module
 
     pts = load_points(small_ladder(tmp_path, tasks=("a", "b")))
+    monkeypatch.setattr(fit_module, "_CHUNK", 4)  # 4 pieces per task, more than the workers
     one = fit_ladder(pts, FitSettings(bootstrap=15, seed=4, workers=1))
     monkeypatch.setattr(fit_module, "_POOL_MIN_REPLICATES", 0)
     two = fit_ladder(pts, FitSettings(bootstrap=15, seed=4, workers=2))

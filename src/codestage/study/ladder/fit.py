@@ -11,7 +11,7 @@ import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from codestage.study.ladder.task import TaskFit, fit_task, json_float, predict, 
 SCHEMA = "codestage.ladder.fit/1"
 TARGET = (2.6e9, 4.2e10)     # the paper's PanGu-alpha 2.6B, ~42B tokens
 _POOL_MIN_REPLICATES = 2000  # below this many replicate-tasks a process pool costs more than it saves
+_CHUNK = 250                 # replicates per unit of parallel work (fixed: results never depend on the worker count)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class FitSettings:
     step1_points: str = "final"
     holdout: str | None = None
     last: int = 3
-    workers: int = 0          # 0: one per CPU core (up to the number of tasks)
+    workers: int = 0          # 0: one per CPU core (the replicates are split in pieces of 250)
 
     def check(self) -> None:
         n, d = self.target
@@ -153,14 +154,32 @@ def _check_arms(points: Points, s: FitSettings) -> None:
                             "every task needs every arm")
 
 
+def _chunks(p: TaskProblem) -> list[TaskProblem]:
+    """The task's replicates in pieces of at most _CHUNK, each seeded from the task's seed and its index,
+    so a machine with more cores than tasks keeps them all busy and the draws are the same however many
+    processes run them."""
+    n = -(-p.n_boot // _CHUNK)
+    return [replace(p, n_boot=min(_CHUNK, p.n_boot - i * _CHUNK),
+                    seed=np.random.SeedSequence(p.seed.entropy, spawn_key=(*p.seed.spawn_key, i), pool_size=p.seed.pool_size))
+            for i in range(n)]
+
+
 def _run_bootstraps(problems: list[TaskProblem], workers: int) -> list[TaskDraws]:
+    pieces = [_chunks(p) for p in problems]
+    flat = [c for cs in pieces for c in cs]
     total = sum(p.n_boot for p in problems)
-    workers = workers or (os.cpu_count() or 1)
-    workers = min(workers, len(problems))
+    workers = min(workers or (os.cpu_count() or 1), len(flat))
     if workers <= 1 or total < _POOL_MIN_REPLICATES:
-        return [run_task(p) for p in problems]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(run_task, problems))
+        done = [run_task(c) for c in flat]
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            done = list(pool.map(run_task, flat))
+    out, k = [], 0
+    for cs in pieces:
+        part, k = done[k:k + len(cs)], k + len(cs)
+        out.append(TaskDraws(np.concatenate([d.loss for d in part], axis=1),
+                             np.concatenate([d.accuracy for d in part], axis=1), sum(d.redraws for d in part)))
+    return out
 
 
 def fit_ladder(points: Points, settings: FitSettings) -> dict[str, Any]:
