@@ -13,7 +13,8 @@
 # Environment: LADDER_WORK (the study folder, default /tmp/codestage-ladder-<config name>; weights
 # stay out of OUT), LADDER_DEADLINE_S (the ladder run is stopped after this many seconds, default
 # 420; the points and the fit are then made from what finished), PYTHON (default python3), SPEED=0
-# skips the throughput bench. Wheels in .whl/ (bench/fetch_gpu_wheels.sh) are installed to
+# skips the throughput bench, FIT_REPLICATES (default 0: none) times a
+# refit of the points with that many bootstrap replicates, FIT_LIMIT_S its time limit (default 150). Wheels in .whl/ (bench/fetch_gpu_wheels.sh) are installed to
 # /tmp/site first. Nothing here needs the network.
 set -uo pipefail
 
@@ -61,6 +62,7 @@ from codestage.config import load_config
 from codestage.study.ladder.plan import plan_ladder
 print(' '.join(dict.fromkeys(r.size for r in plan_ladder(load_config('$CONFIG')).rungs)))"))
   HALF=$(( (${#SIZES[@]} + 1) / 2 ))
+  [ "$GPUS" -eq 1 ] && HALF=${#SIZES[@]}   # one GPU: every size in one process, one after another
   SMALL=$(IFS=,; echo "${SIZES[*]:0:$HALF}")
   LARGE=$(IFS=,; echo "${SIZES[*]:$HALF}")
   stamp "throughput bench in the background: $SMALL on GPU $((GPUS - 1)), ${LARGE:-nothing} on GPU 0"
@@ -88,6 +90,17 @@ if [ "$RC" != 0 ] || [ ! -f "$WORK/ladder/fit/fit.json" ]; then
   timeout 60 $PY -m codestage.cli ladder fit "$WORK/ladder/partial/points.csv" --out "$WORK/ladder/partial/fit" \
     --holdout largest --step1-points all --bootstrap 200 > "$B/partial_fit.log" 2>&1
   stamp "partial fit exited with $?"
+fi
+
+# The fit's cost with FIT_REPLICATES bootstrap replicates on every core of this host (issue 19 asks about 10,000)
+FITB=${FIT_REPLICATES:-0}
+if [ "$FITB" != 0 ] && [ -f "$WORK/ladder/points/points.csv" ]; then
+  stamp "fit with $FITB bootstrap replicates on $(nproc) cores"
+  F0=$(date +%s.%N)
+  timeout "${FIT_LIMIT_S:-150}" $PY -m codestage.cli ladder fit "$WORK/ladder/points/points.csv" --out "$B/fit_$FITB" \
+    --holdout largest --bootstrap "$FITB" > "$B/fit_$FITB.log" 2>&1
+  FRC=$?
+  stamp "fit with $FITB replicates: exit $FRC, $(python3 -c "import time; print(f'{time.time() - $F0:.1f}')") s"
 fi
 
 if [ ${#SPEED_PIDS[@]} -gt 0 ]; then
