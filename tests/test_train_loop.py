@@ -125,6 +125,8 @@ def test_saved_model_is_a_plain_hf_directory_with_the_trained_weights(tmp_path, 
         assert torch.allclose(model(ids).logits, fast(ids), atol=1e-5)
     fresh = build_model(model.config, seed=0)
     assert not torch.equal(fresh.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert lines and all("peak_memory_gib" not in x for x in lines)  # a CUDA figure: absent on the CPU
 
 
 @pytest.mark.slow  # > 5 s
