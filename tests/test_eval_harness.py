@@ -31,6 +31,7 @@ def test_results_file_has_every_task(paper_run: Path) -> None:
     res = json.loads((paper_run / "results.json").read_text())
     assert EvalResults.read(paper_run / "results.json").to_json() == res  # one JSON form: it reads back whole
     assert res["protocol"] == "paper" and res["shots"] == 0 and res["seed"] == 1
+    assert "peak_memory_gib" not in res  # written on CUDA only
     tasks = res["tasks"]
     assert set(tasks) == {"ceval_logic", "logiqa_en", "logiqa_zh", "jecqa_kd", "scienceqa", "ekar_zh", "cosqa", "mbpp_sanitized", "mbpp"}
     ekar = tasks["ekar_zh"]  # the bundled slice: validation records only

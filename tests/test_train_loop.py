@@ -125,6 +125,8 @@ def test_saved_model_is_a_plain_hf_directory_with_the_trained_weights(tmp_path, 
         assert torch.allclose(model(ids).logits, fast(ids), atol=1e-5)
     fresh = build_model(model.config, seed=0)
     assert not torch.equal(fresh.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert lines and all("peak_memory_gib" not in x for x in lines)  # a CUDA figure: absent on the CPU
 
 
 @pytest.mark.slow  # > 5 s
@@ -217,7 +219,34 @@ def test_memory_estimate_counts_what_fsdp_holds_while_accumulating():
     assert kept["params"] == n * 4 + n * 4 / 8  # plus the gathered fp32 copy
     assert resharded["params"] == one_step["params"] < kept["params"]
     assert ddp["total"] > kept["total"] > resharded["total"] > one_step["total"]
-    assert memory_estimate(conf, n, grad_accum=4, **kw) == ddp  # unsharded: accumulation changes nothing
+    accum = memory_estimate(conf, n, grad_accum=4, **kw)
+    assert {k: accum[k] for k in ("params", "grads", "adam")} == {k: ddp[k] for k in ("params", "grads", "adam")}
+    # One micro-batch a step: the gradients are None during the forward, so they do not add to it.
+    assert accum["total"] - ddp["total"] == ddp["grads"]
+
+
+@pytest.mark.slow
+def test_memory_estimate_terms_match_the_saved_tensors_of_the_compiled_decoder():
+    """The per-layer activation and bf16-weight terms are what the compiled decoder keeps for backward."""
+    import saved_activations as probe  # bench/saved_activations.py
+
+    from codestage.train.estimate import memory_estimate, planned_parameters
+
+    batch, seq = 3, 48  # 144 tokens: no model width, so the token tensors are told from the weights
+    measured = {}
+    for layers in (1, 2):
+        found = probe.saved_for_backward("tiny", layers, batch, seq)
+        measured[layers] = (sum(b for k, b in found.items() if k[3]), sum(b for k, b in found.items() if not k[3]))
+    conf = model_config("tiny", 1000, eos_token_id=0, pad_token_id=0)
+    est = {}
+    for layers in (1, 2):
+        conf.num_hidden_layers = layers
+        n = planned_parameters(conf)
+        est[layers] = memory_estimate(conf, n, micro_batch=batch, seq_len=seq)
+    per_layer_measured = measured[2][0] - measured[1][0]
+    per_layer_est = est[2]["activations"] - est[1]["activations"]
+    assert abs(per_layer_est - per_layer_measured) / per_layer_measured < 0.01
+    assert est[2]["weights_bf16"] == measured[2][1]  # every block matrix's bf16 copy, all layers
 
 
 def test_compile_caches_reset_only_when_the_kind_of_run_changes(monkeypatch):

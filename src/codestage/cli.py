@@ -220,6 +220,8 @@ def eval_cmd(
         table.add_row(*row)
     Console().print(table)
     console.print(f"results: {out / 'results.json'}   items: {out / 'items.jsonl'}")
+    if results.peak_memory_gib is not None:
+        console.print(f"peak GPU memory {results.peak_memory_gib:.2f} GiB (max_memory_allocated)")
     print_caveats(console, eval_caveats(results))
 
 

@@ -81,7 +81,8 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
     t.add_row("compute / arm", f"{fpt * tokens:.3e} FLOP = {fpt * tokens / (989.4e12 * 0.5) / 3600:.3g} GPU-hours "
                                f"at 50% MFU of an H100 (989 TFLOP/s bf16)")
     t.add_row("memory / GPU", f"~{_gib(mem['total'])}: params {_gib(mem['params'])}, grads {_gib(mem['grads'])}, "
-                              f"Adam {_gib(mem['adam'])}, activations {_gib(mem['activations'])} (rough)")
+                              f"Adam {_gib(mem['adam'])}, activations {_gib(mem['activations'])}, "
+                              f"bf16 weight copies {_gib(mem['weights_bf16'])} (peak; docs/training.md)")
     Console().print(t)
     groups = groups_of(cfg.sources)
     for arm, mix in cfg.pretrain.arms.items():

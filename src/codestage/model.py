@@ -106,3 +106,17 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"device: {name!r} is not a valid torch device ({exc})") from exc
+
+
+def reset_cuda_peak() -> None:
+    """Start a new peak for `cuda_peak_gib` (a no-op where CUDA was never used)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def cuda_peak_gib() -> float | None:
+    """The CUDA peak since the last reset, `torch.cuda.max_memory_allocated()` of the current device in GiB
+    (what the tensors held at most, not what the allocator reserved); None where CUDA was never used."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return None

@@ -136,6 +136,7 @@ class EvalResults(Record):
     seed: int
     data_dir: str
     lenient: bool | None = None  # duplicate records scored once (noted) instead of refused
+    peak_memory_gib: float | None = None  # CUDA only: max_memory_allocated over the evaluation
     tasks: dict[str, TaskResult] = Field(default_factory=dict)
 
 

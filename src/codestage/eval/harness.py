@@ -18,6 +18,7 @@ import torch
 
 from codestage.atomic import write_json, write_text
 from codestage.errors import ConfigError
+from codestage.model import cuda_peak_gib, reset_cuda_peak
 from codestage.eval.compare import compare
 from codestage.eval.generation import evaluate_generation_task
 from codestage.eval.identity import with_identity
@@ -143,6 +144,7 @@ def evaluate(
     out = check_output(out_dir, EVAL, inputs=[model_dir, data_dir])
     instances = [get_task(n, data_dir) for n in names]
     needs_model = any(isinstance(t, MultipleChoiceTask) for t in instances) or not check_references
+    reset_cuda_peak()
     if scorer is None and needs_model:
         if model_dir is None:
             raise ConfigError("model: a model directory is needed (only --check-references on code tasks runs without one)")
@@ -195,6 +197,9 @@ def evaluate(
             "seconds": round(time.perf_counter() - started, 3),
         })
         lines.extend(json.dumps({**r, "split": split.label}, ensure_ascii=False) for r in with_identity(records, items))
+    peak = cuda_peak_gib()
+    if peak is not None:
+        results.peak_memory_gib = peak
     write_text(out / "items.jsonl", "".join(line + "\n" for line in lines))
     write_json(out / "results.json", results.to_json())
     return results

@@ -13,7 +13,7 @@ import torch
 
 from codestage.mixing import Schedule, flatten
 from codestage.model import count_parameters
-from codestage.train.fused_ce import chunk_rows
+from codestage.train.fused_ce import chunk_rows, even_rows
 
 # Dense bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for MFU in logs; the benchmark
 # measures its own ceiling instead. Matched by substring of torch.cuda.get_device_name().
@@ -47,32 +47,73 @@ def device_peak_tflops(device: torch.device) -> float | None:
 def memory_estimate(config: Any, n_params: int, *, micro_batch: int, seq_len: int, world: int = 1, sharded: bool = False,
                     activation_checkpointing: bool = False, mixed: bool = True, grad_accum: int = 1,
                     keep_gathered: bool = True) -> dict[str, float]:
-    """Rough bytes per GPU: fp32 params + grads + Adam (m, v), plus activations of one micro-batch.
+    """Bytes per GPU at the training step's peak, by term (each a count of what is held, none a fitted factor).
 
-    Activations per layer and token: ~ (10 d + 3 ff) values in bf16 (norm inputs, q/k/v, attention
-    out, MLP in/out; flash attention keeps no T x T matrix) plus the fp32 residual stream at both
-    norms; with checkpointing one d-vector per layer plus one layer in full. Against the peaks
-    measured on an H200 (bench/RESULTS.md: 9.5, 23.3, 28.0, 43.3 GiB for 125m..1.3b at micro-batch
-    16, 16, 8, 8 x 1024) this gives 9.1, 22.9, 24.7, 37.3 GiB. The loss adds one chunk of logits
-    and their gradient (at most 1 GB, fused_ce.chunk_rows). FSDP2 (`sharded`) shards params,
-    grads and Adam, except while it accumulates micro-batches: the unsharded fp32 gradients are
-    held until the last one, and with `keep_gathered` (train.fsdp_keep_gathered) the gathered
-    fp32 weights too.
+    - params, grads, adam: fp32 weights, their fp32 gradients, AdamW's m and v (4 + 4 + 8 bytes a
+      parameter). Fused AdamW and clipping (foreach) update in place: no full-size temporaries.
+    - weights_bf16: under bf16 autocast every block matrix is cast to bf16 in the forward and the
+      copy is saved for the backward (grad of the input = grad of the output x the bf16 weight):
+      2 bytes a block parameter, all layers at once (one layer's with activation checkpointing).
+      Seen in the forward graph torch.compile's partitioner keeps (bench/saved_activations.py).
+    - activations: what autograd saves, counted the same way (CPU bf16 autocast, the whole
+      decoder compiled as in training): per layer and token 7 d + 3 ff values in bf16 (both
+      norms' outputs, q and k after RoPE, v, the attention output and the o projection's input,
+      the gate/up output, the SwiGLU output), the fp32 residual stream at both norms (8 d bytes) and the
+      attention's log-sum-exp (4 bytes a head); plus one bf16 d-vector a token after the last
+      layer. With checkpointing: the fp32 block input of every layer plus one layer in full.
+      The loss (fused_ce) adds its fp32 output-matrix gradient, the bf16 padded output matrix,
+      one chunk of bf16 logits (their gradient overwrites them on CUDA) and the bf16 gradient of
+      the hidden states.
+    - The peak is the larger of the end of the forward (activations + weights_bf16) and of the
+      backward. Gradients: with grad_accum 1 they do not exist during the forward (zero_grad
+      sets them to None), so they only compete with the forward's transients; with grad_accum > 1
+      they are held throughout, and the whole-decoder graph returns the next micro-batch's block
+      gradients (4 bytes a block parameter) all at once before they are added in.
+
+    Checked against the measured peaks in bench/RESULTS.md (these are `max_memory_allocated` of
+    bench/train_throughput.py, which until this estimate was written also kept the HF model's
+    fp32 weights on the GPU beside ours: 4 bytes a parameter more than `codestage pretrain`
+    holds): pangu-2.6b at 4 x 1024, accumulation 4: 57.5 GiB + 9.9 GiB (HF copy) = 67.4 against
+    69.15 measured; 1.3b at 8 x 1024: 37.2 + 4.9 = 42.1 against 42.9-43.3; 760m, 350m, 125m
+    (compiled per block then): 26.9, 22.2, 8.5 against 28.0, 23.3, 9.5 (the smaller, the more
+    of the peak is outside these terms: allocator rounding, compiled-graph workspaces).
+    FSDP2 (`sharded`) shards params, grads and Adam, except while it accumulates micro-batches:
+    the unsharded fp32 gradients are held until the last one, and with `keep_gathered`
+    (train.fsdp_keep_gathered) the gathered fp32 weights too (the sharded terms are not measured
+    against a GPU).
     """
     d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    heads, vocab = config.num_attention_heads, config.vocab_size
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    # The blocks' matrices (what the casts copy): all but the embedding / output matrix and the norms.
+    n_block = max(n_params - vocab * d * (1 if tied else 2) - d * (2 * layers + 1), 0)
     shard = world if sharded else 1
     states = n_params * 4 / shard
     tokens = micro_batch * seq_len
     act_bytes = 2 if mixed else 4
-    per_layer = tokens * ((10 * d + 3 * ff) * act_bytes + 2 * d * 4)  # + the fp32 residual saved at both norms
-    acts = (tokens * d * act_bytes * layers + per_layer) if activation_checkpointing else per_layer * layers
-    loss_rows = min(tokens, chunk_rows(config.vocab_size))
-    acts += tokens * d * 4 * 2 + 2 * loss_rows * config.vocab_size * 2  # one chunk's bf16 logits and their gradient
-    accumulating = sharded and grad_accum > 1
-    gathered = n_params * 4 if accumulating and keep_gathered else (2 * n_params * 4 / max(layers, 1) if sharded else 0.0)
-    out = {"params": states + gathered, "grads": n_params * 4 if accumulating else states, "adam": 2 * states,
+    per_layer = tokens * ((7 * d + 3 * ff) * act_bytes + 2 * d * 4 + heads * 4)
+    if activation_checkpointing:
+        acts = tokens * d * 4 * layers + per_layer
+        weights = 2 * n_block / max(layers, 1) if mixed else 0.0
+    else:
+        acts = per_layer * layers
+        weights = 2 * n_block if mixed else 0.0
+    v_pad = vocab + (-vocab % 128)
+    loss_rows = even_rows(tokens, min(tokens, chunk_rows(vocab)))
+    acts += tokens * d * act_bytes + v_pad * d * (4 + act_bytes) + loss_rows * v_pad * act_bytes + tokens * d * act_bytes
+    accumulating = grad_accum > 1
+    gathered = n_params * 4 if sharded and accumulating and keep_gathered else (2 * n_params * 4 / max(layers, 1) if sharded else 0.0)
+    grads = n_params * 4 if sharded and accumulating else states
+    forward = acts + weights
+    if accumulating:
+        transient = max(forward, 4 * n_block / shard)  # held grads + the next micro-batch's, returned by the graph
+        held = grads
+    else:
+        transient = max(forward, grads)  # grads appear as the forward's saved tensors are freed
+        held = 0.0
+    out = {"params": states + gathered, "grads": grads, "adam": 2 * states, "weights_bf16": float(weights),
            "activations": float(acts)}
-    out["total"] = sum(out.values())
+    out["total"] = out["params"] + held + out["adam"] + transient
     return out
 
 

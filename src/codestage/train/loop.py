@@ -30,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from codestage.atomic import atomic_dir, write_json
 from codestage.config import TrainConfig
 from codestage.errors import ConfigError, TrainingError
-from codestage.model import count_parameters
+from codestage.model import count_parameters, cuda_peak_gib, reset_cuda_peak
 from codestage.train import checkpoint as ckpt
 from codestage.train import float8
 from codestage.train import parallel
@@ -234,6 +234,7 @@ class _Run:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.mixed = _mixed(cfg, self.device)
+        reset_cuda_peak()  # this run's peak (several runs may share a process)
         self._build(model)
         self.plan = BatchPlan.make(cfg, world.size)
         self.fpt = flops_per_token(model.config, self.n_params, cfg.seq_len)
@@ -276,6 +277,9 @@ class _Run:
             prefetch.close()
             log.close()
         self._write_final_model()
+        peak = cuda_peak_gib() if self.device.type == "cuda" else None
+        if peak is not None and self.world.main:
+            self.console.print(f"{self.name}: peak GPU memory {peak:.2f} GiB (max_memory_allocated, rank 0)")
         self.tm.hf.config.use_cache = True
         self.tm.hf.eval()
         return TrainResult(self.run_dir / "model", self.cfg.steps, loss_value, tokens_seen, time.perf_counter() - t0)
@@ -387,7 +391,8 @@ class _Run:
         now = meter.update(tokens_seen, self.fpt, self.peak, world.size)
         log.write({"step": done, "loss": loss_value, "lr": lr, "grad_norm": gnorm, "tokens": tokens_seen,
                    "tokens_per_s": round(meter.tps, 1), "mfu": None if meter.mfu is None else round(meter.mfu, 4),
-                   "elapsed_s": round(now - meter.t0, 3), "tokens_per_source": item.tokens_per_source})
+                   "elapsed_s": round(now - meter.t0, 3), "tokens_per_source": item.tokens_per_source,
+                   **({"peak_memory_gib": cuda_peak_gib()} if self.device.type == "cuda" else {})})
         return loss_value
 
     def _non_finite(self, done: int, loss_value: float) -> TrainingError:
