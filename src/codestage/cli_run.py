@@ -195,13 +195,10 @@ def step_command(config: Path, out: Path, name: str, *, seed: int | None, full_e
     """`codestage step`: run one step through `Study.execute` (resuming a cut-off run). Training
     steps run on every process of a torchrun job (DDP/FSDP2, rank 0 writes); other steps run in
     one process and refuse several."""
-    import torch.distributed as dist
-
     from codestage.cli import torch_flush_denormal
     from codestage.config import load_config
     from codestage.outputs import check_study_output
     from codestage.study.runner import Study
-    from codestage.train import parallel
 
     cfg = load_config(config)
     if seed is not None:
@@ -225,6 +222,10 @@ def step_command(config: Path, out: Path, name: str, *, seed: int | None, full_e
     if not trains:
         study.execute(name, force=force, resume=True)
         return
+    import torch.distributed as dist  # here: the tokenizer, stores and decontamination need neither (seconds saved)
+
+    from codestage.train import parallel
+
     train_cfg = cfg.instruct.train if name.startswith("instruct/") else cfg.pretrain.train
     had_group = dist.is_initialized()
     world = parallel.setup(train_cfg.device)
