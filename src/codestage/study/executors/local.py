@@ -92,10 +92,11 @@ class LocalEngine:
     without GPUs). On a machine without GPUs, jobs that ask for GPUs run as one CPU process each, as
     `inline` would.
 
-    An urgent job (on the critical path, `can_start(job, urgent=True)`) that shares a GPU may start
-    on a GPU that is full: one share over its limit, at most one such job per GPU (so beyond
-    `max_parallel` by at most the number of GPUs). A job with whole GPUs, or without GPUs, never
-    goes over.
+    `over_for_critical`: an urgent job (on the critical path, `can_start(job, urgent=True)`) that
+    shares a GPU may start on a GPU that is full: one share over its limit, at most one such job per
+    GPU (so beyond `max_parallel` by at most the number of GPUs). A job with whole GPUs, or without
+    GPUs, never goes over. Off by default: a graph of equal independent jobs (a ladder's runs) has
+    no critical path to protect, and there every job would count as urgent.
     """
 
     name = "local"
@@ -105,12 +106,13 @@ class LocalEngine:
     result_grace_s = 0.0
 
     def __init__(self, devices: Sequence[str | int] | None = None, max_parallel: int | None = None,
-                 python: str = sys.executable, steps_per_gpu: int = 1) -> None:
+                 python: str = sys.executable, steps_per_gpu: int = 1, over_for_critical: bool = False) -> None:
         self.devices = [str(d) for d in (visible_gpus() if devices is None else devices)]
         if max_parallel is not None and max_parallel < 1:
             raise ConfigError(f"max_parallel must be >= 1, got {max_parallel}")
         self.max_parallel = max_parallel or max(1, len(self.devices) * steps_per_gpu)
         self.python = python
+        self.over_for_critical = over_for_critical
         self._load = {d: Fraction(0) for d in self.devices}  # the share of each GPU that running jobs hold
         self._turn = 0  # where the next search for a GPU starts (round robin among equally loaded ones)
         self._running: dict[str, _Running] = {}
@@ -150,7 +152,7 @@ class LocalEngine:
         return idle[:g] if len(idle) >= g else None
 
     def can_start(self, job: Job, urgent: bool = False) -> bool:
-        urgent = urgent and self._shared(job)
+        urgent = urgent and self.over_for_critical and self._shared(job)
         limit = self.max_parallel + (len(self.devices) if urgent else 0)
         return len(self._running) < limit and self._place(job, urgent) is not None
 
@@ -170,7 +172,7 @@ class LocalEngine:
     def submit(self, job: Job, spec: JobSpec, spec_path: Path, after: list[Record]) -> tuple[str, dict[str, Any]]:
         devices = self._place(job)
         if devices is None:
-            devices = self._place(job, urgent=True) if self._shared(job) else None
+            devices = self._place(job, urgent=True) if self.over_for_critical and self._shared(job) else None
         if devices is None:
             raise ExecutorError(f"job {job.name}: its GPUs are not free (submit only what can_start allows)")
         share = job.resources.gpu_share if devices else 1
