@@ -220,6 +220,39 @@ def test_local_packs_small_steps_onto_shared_gpus(tmp_path: Path) -> None:
         Resources(gpus=2, gpu_share=2)
 
 
+@pytest.mark.parametrize("over", [True, False])
+def test_critical_job_is_not_stuck_behind_jobs_off_the_critical_path(tmp_path: Path, over: bool) -> None:
+    # One GPU shared two by two. pre0 ends first and its long evaluation `off` takes the free place;
+    # when pre ends, both of its instruction runs are on the critical path (chain 2 + 4 against off's
+    # 4), but only one place is free: crit/b goes one over the GPU's limit instead of waiting for off
+    # (over=True, as `make_engine("local")` sets it); without that rule it waits for a place to free.
+    def job(name: str, sleep: float, cost: float, deps: tuple[str, ...] = ()) -> Job:
+        return pyjob(name, f"time.sleep({sleep})", deps=deps, cost=cost, resources=Resources(gpus=1, gpu_share=2))
+
+    jobs = [job("pre0", 0.2, 6), job("pre", 1.2, 6), job("off", 2.5, 4, ("pre0",)),
+            job("crit/a", 0.2, 2, ("pre",)), job("crit/b", 0.2, 2, ("pre",)),
+            job("eval/a", 0.1, 4, ("crit/a",)), job("eval/b", 0.1, 4, ("crit/b",))]
+    console = quiet()
+    engine = LocalEngine(devices=["0"], steps_per_gpu=2, over_for_critical=over)
+    summary = run_jobs(jobs, engine, tmp_path / "out", console=console)
+    assert summary.ok, summary.render()
+    lines = [line for line in said(console).splitlines() if line.startswith("▶")]
+    started = [line.split()[1].rstrip(":") for line in lines]
+    assert started[:4] == ["pre", "pre0", "off", "crit/a"]  # longest chain first
+    over_names = {line.split()[1].rstrip(":") for line in lines if "critical path" in line}
+    result = {n: json.loads((tmp_path / "out" / ".executor" / f"{n}.result.json").read_text())
+              for n in ("off", "crit/a", "crit/b")}
+    freed = min(result[n]["finished"] for n in ("off", "crit/a"))  # the first place to free up after crit/b was ready
+    if over:
+        assert started[4] == "crit/b" and sorted(started[5:]) == ["eval/a", "eval/b"]
+        assert "crit/b" in over_names and not over_names & {"pre", "pre0", "off", "crit/a"}  # off the path: never over
+        assert result["crit/b"]["started"] < freed  # it waited for no place
+    else:
+        assert not over_names
+        assert result["crit/b"]["started"] > freed  # it waited until a job ended
+    assert engine.in_use() == {}
+
+
 def test_launch_command_wraps_in_torchrun() -> None:
     argv = ["python", "-m", "codestage.cli", "step", "s.yaml", "--out", "o", "--step", "pretrain/NL"]
     assert launch_command(argv, gpus_per_node=1) == argv

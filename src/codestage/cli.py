@@ -311,12 +311,15 @@ def _quiet_libraries() -> None:
     """Our own progress bars and messages say what happens; silence the libraries' per-call chatter."""
     import os
 
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' bars, read at its import
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+    if "transformers" in sys.modules:  # already imported: set it directly (importing it costs seconds)
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    else:  # read when a command first imports it; commands that never do (run's coordinator) skip it
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def main() -> None:

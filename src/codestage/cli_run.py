@@ -105,7 +105,7 @@ def run_command(config: Path, out: Path, *, executor: str | None, seeds_text: st
     from codestage.cli import _report, torch_flush_denormal
     from codestage.config import load_config
     from codestage.outputs import check_study_output
-    from codestage.study.dispatch import check_executor, prioritised, seed_studies, select, to_job
+    from codestage.study.dispatch import check_executor, seed_studies, select, to_job
     from codestage.study.executors import coordinator_lock, make_engine, run_jobs
     from codestage.study.runner import StepOutcome
 
@@ -150,7 +150,7 @@ def run_command(config: Path, out: Path, *, executor: str | None, seeds_text: st
             ok = True
         else:
             rerun = rerun_base(config, out, kind, seeds=seeds, seed=seed, full_eval=full_eval, flags=flags)
-            jobs = [to_job(t, exec_cfg, config=config, full_eval=full_eval, rerun=rerun) for t in prioritised(tasks)]
+            jobs = [to_job(t, exec_cfg, config=config, full_eval=full_eval, rerun=rerun) for t in tasks]
             summary = run_jobs(jobs, make_engine(kind, exec_cfg), out, detach=detach, console=console)
             console.print(summary.render(), markup=False, highlight=False, soft_wrap=True)  # rerun commands unbroken
             finished = {n for n, o in summary.outcomes.items() if o.state in ("done", "up to date")}
@@ -195,13 +195,10 @@ def step_command(config: Path, out: Path, name: str, *, seed: int | None, full_e
     """`codestage step`: run one step through `Study.execute` (resuming a cut-off run). Training
     steps run on every process of a torchrun job (DDP/FSDP2, rank 0 writes); other steps run in
     one process and refuse several."""
-    import torch.distributed as dist
-
     from codestage.cli import torch_flush_denormal
     from codestage.config import load_config
     from codestage.outputs import check_study_output
     from codestage.study.runner import Study
-    from codestage.train import parallel
 
     cfg = load_config(config)
     if seed is not None:
@@ -225,6 +222,10 @@ def step_command(config: Path, out: Path, name: str, *, seed: int | None, full_e
     if not trains:
         study.execute(name, force=force, resume=True)
         return
+    import torch.distributed as dist  # here: the tokenizer, stores and decontamination need neither (seconds saved)
+
+    from codestage.train import parallel
+
     train_cfg = cfg.instruct.train if name.startswith("instruct/") else cfg.pretrain.train
     had_group = dist.is_initialized()
     world = parallel.setup(train_cfg.device)

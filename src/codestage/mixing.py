@@ -15,11 +15,14 @@ import math
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from codestage.errors import ConfigError
+
+if TYPE_CHECKING:
+    from codestage.config import MixtureConfig
 
 _TOL = 1e-6
 MAX_EPOCHS = 4.0  # passes over a source beyond which repetition starts to hurt (Muennighoff et al. 2023); warn past it
@@ -141,6 +144,18 @@ def preset_schedule(name: str, *, ratio: str | None = None, text: str = "text", 
             phases.append(Phase(i / n, (i + 1) / n, {text: t, code: c}))
         return Schedule(name, tuple(phases))
     raise ConfigError(f"{where}: unknown schedule {name!r}; choose one of {', '.join(PRESETS)} or give `phases`")
+
+
+def build_schedule(mix: MixtureConfig, groups: Mapping[str, Mapping[str, float]], *, where: str) -> Schedule:
+    """A MixtureConfig (preset or phases) as a validated Schedule over known groups/sources (here, not in
+    train/, so that planning a study needs no torch)."""
+    if mix.phases is not None:
+        schedule = schedule_from_phases([p.model_dump() for p in mix.phases], where=where)
+    else:
+        schedule = preset_schedule(mix.schedule, ratio=mix.ratio, where=where)
+    resolve_source_weights(schedule, groups, where=where)
+    return schedule
+
 
 
 def resolve_source_weights(schedule: Schedule, groups: Mapping[str, Mapping[str, float]], *, where: str) -> None:
@@ -450,6 +465,6 @@ def mixture_report(
 
 __all__ = [
     "Accounting", "DocCursor", "MAX_EPOCHS", "MixturePicker", "Phase", "Schedule", "SequenceSampler", "PAPER_SCHEDULES", "PRESETS",
-    "flatten", "mixture_report", "parse_ratio", "preset_schedule", "repeats_report",
+    "build_schedule", "flatten", "mixture_report", "parse_ratio", "preset_schedule", "repeats_report",
     "resolve_source_weights", "schedule_from_phases",
 ]

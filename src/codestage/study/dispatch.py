@@ -28,11 +28,15 @@ from codestage.errors import ConfigError
 from codestage.study.executors import Job, Resources, resources_for, stage_of
 from codestage.study.runner import Study
 
-# How long a stage's step takes, roughly, against the others: the graph starts first the jobs with
-# the longest chain of work behind them (a pretraining run before the evaluations that could fill
-# its GPU), which shortens the whole run when GPUs are shared.
-STAGE_COST = {"pretrain": 8, "instruct": 2, "eval": 2, "ladder": 2}
-OTHER_COST, SHARE_COST = 1, 0.1
+# A job's cost for the scheduler's critical path (`Job.cost`): the rough work of a step of each stage
+# against the others. Stage weights rather than each step's planned tokens, because only the ranking
+# matters (which chain is longest, and which ready job is on it) and steps of one stage are alike
+# within a study, while an evaluation's cost (generation, several tasks) has no token count to plan
+# from. The ratios follow the steps' own seconds in the GPU study on H200s (bench/RESULTS.md:
+# pretraining ~64 s, evaluation ~50 s, instruction tuning ~19 s, tokenizer and a store ~12 s); a
+# link of a finished step (another seed's) costs next to nothing.
+STAGE_COST = {"pretrain": 6.0, "eval": 4.0, "instruct": 2.0, "ladder": 2.0}
+OTHER_COST, SHARE_COST = 1.0, 0.1
 
 
 @dataclass
@@ -135,21 +139,9 @@ def select(parts: list[SeedStudy], only: list[str] | None, *, force: bool = Fals
     return [dataclasses.replace(t, deps=tuple(d for d in t.deps if d in keep)) for t in tasks if t.name in keep], chosen
 
 
-def prioritised(tasks: list[Task]) -> list[Task]:
-    """The tasks with the longest chain of work behind them first (inputs still before the steps
-    that read them: a task's chain is longer than any of its dependants')."""
-    names = {t.name for t in tasks}
-    dependants: dict[str, list[str]] = {t.name: [] for t in tasks}
-    for t in tasks:
-        for d in t.deps:
-            if d in names:
-                dependants[d].append(t.name)
-    chain: dict[str, float] = {}
-    for t in reversed(tasks):  # plan order puts inputs first, so dependants are seen before their inputs
-        cost = SHARE_COST if t.shared_from else STAGE_COST.get(stage_of(t.step), OTHER_COST)
-        chain[t.name] = cost + max((chain[d] for d in dependants[t.name]), default=0.0)
-    order = {t.name: i for i, t in enumerate(tasks)}
-    return sorted(tasks, key=lambda t: (-chain[t.name], order[t.name]))
+def task_cost(task: Task) -> float:
+    """The task's `Job.cost` (STAGE_COST)."""
+    return SHARE_COST if task.shared_from else STAGE_COST.get(stage_of(task.step), OTHER_COST)
 
 
 def check_executor(cfg: ExecutorConfig, parts: list[SeedStudy]) -> None:
@@ -194,7 +186,8 @@ def to_job(task: Task, cfg: ExecutorConfig, *, config: Path, full_eval: bool, re
     prepare = (lambda: part.study.discard(task.step)) if forced else None
     return Job(task.name, tuple(argv), deps=task.deps, resources=task_resources(cfg, task),
                env={"PYTHONUNBUFFERED": "1"}, retries=cfg.retries, key=task.key,
-               rerun=shlex.join([*rerun, "--only", task.name]), is_done=is_done, prepare=prepare)
+               rerun=shlex.join([*rerun, "--only", task.name]), is_done=is_done, prepare=prepare,
+               cost=task_cost(task))
 
 
 def describe(res: Resources, kind: str, gpus_here: int = 1) -> str:
@@ -216,5 +209,5 @@ def describe(res: Resources, kind: str, gpus_here: int = 1) -> str:
     return f"{gpus}{res.cpus} CPU{mem}, {res.time_min} min" + (f", {where}" if where else "")
 
 
-__all__ = ["SeedStudy", "Task", "check_executor", "describe", "plan_tasks", "prioritised", "seed_studies", "select",
+__all__ = ["SeedStudy", "Task", "check_executor", "describe", "plan_tasks", "seed_studies", "select", "task_cost",
            "task_resources", "to_job"]

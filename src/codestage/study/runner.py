@@ -29,19 +29,20 @@ from codestage.config import EvalConfig, ModelConfig, StudyConfig, TrainConfig, 
 from codestage.data.instructions import read_examples
 from codestage.data.sources import expand_paths, iter_documents, sample_texts
 from codestage.data.store import TokenStore
-from codestage.tokenizer import load_tokenizer, train_bpe
+from codestage.mixing import build_schedule
 from codestage.errors import ConfigError
 from codestage.hashing import sha256_file, sha256_json
 from codestage.results import HeldoutLoss
 from codestage.study import manifest
-from codestage.model import build_model, load_model, model_config
-from codestage.train import parallel
 from codestage.train.checkpoint import checkpoint_step
-from codestage.train.instruct import instruct_tune
-from codestage.train.pretrain import build_schedule, pretrain
 
 if TYPE_CHECKING:
     from codestage.config import InstructSetConfig, SourceConfig
+    from codestage.train import parallel
+
+# torch, transformers and the training code are imported where a step runs, not here: planning a
+# study (`codestage run --executor local`'s coordinator, `codestage plan`) then starts in a fraction
+# of the time, and the coordinator starts its first step sooner.
 
 MARKER = ".step.json"  # in a step's folder: the key it was made with; present = finished
 KEY_FILE = ".key"  # in a started step's folder: the key it was started with (a cut-off run resumes only under it)
@@ -233,6 +234,8 @@ class Study:
 
     # ----------------------------------------------------------------- actions
     def _make_tokenizer(self, out: Path) -> None:
+        from codestage.tokenizer import load_tokenizer, train_bpe
+
         if self.cfg.tokenizer.path:
             tok = load_tokenizer(self._paths([self.cfg.tokenizer.path])[0])
             tok.save_pretrained(out)
@@ -244,6 +247,8 @@ class Study:
         train_bpe(texts, self.cfg.tokenizer.vocab_size, out)
 
     def tokenizer(self):
+        from codestage.tokenizer import load_tokenizer
+
         return load_tokenizer(self.steps["tokenizer"].out)
 
     def _make_store(self, name: str, out: Path) -> None:
@@ -270,6 +275,9 @@ class Study:
     def _pretrain(self, arm: str, out: Path, model_cfg: ModelConfig | None = None, train: TrainConfig | None = None,
                   name: str | None = None) -> None:
         """Pretrain `arm` into `out`: the study's model and settings, or a ladder rung's `model_cfg` and `train`."""
+        from codestage.model import build_model, load_model, model_config
+        from codestage.train.pretrain import pretrain
+
         tok = self.tokenizer()
         stores = {n: TokenStore.open(self.steps[f"store/{n}"].out) for n in self.cfg.sources}
         mc = model_cfg or self.cfg.model
@@ -283,6 +291,9 @@ class Study:
                  name=name or f"pretrain {arm}", progress=self.progress)
 
     def _instruct(self, name: str, out: Path) -> None:
+        from codestage.model import load_model
+        from codestage.train.instruct import instruct_tune
+
         run = self.cfg.instruct.runs[name]
         tok = self.tokenizer()
         model = load_model(self.steps[f"pretrain/{run.base}"].out / "model")
@@ -461,6 +472,8 @@ class Study:
         """
         step = self.steps[name]
         main = world is None or world.main
+        if world is not None:
+            from codestage.train import parallel
         if step.alias_of:
             if main:
                 self.console.print(f"[dim]= {name}: same inputs as {step.alias_of}, reusing it[/]")

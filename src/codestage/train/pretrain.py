@@ -9,21 +9,11 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from codestage.config import MixtureConfig, TrainConfig
+from codestage.config import TrainConfig
 from codestage.data.store import TokenStore
 from codestage.errors import ConfigError
-from codestage.mixing import Schedule, SequenceSampler, preset_schedule, resolve_source_weights, schedule_from_phases
+from codestage.mixing import Schedule, SequenceSampler, build_schedule  # build_schedule: re-exported for callers
 from codestage.train.loop import TrainResult, train
-
-
-def build_schedule(mix: MixtureConfig, groups: Mapping[str, Mapping[str, float]], *, where: str) -> Schedule:
-    """A MixtureConfig (preset or phases) as a validated Schedule over known groups/sources."""
-    if mix.phases is not None:
-        schedule = schedule_from_phases([p.model_dump() for p in mix.phases], where=where)
-    else:
-        schedule = preset_schedule(mix.schedule, ratio=mix.ratio, where=where)
-    resolve_source_weights(schedule, groups, where=where)
-    return schedule
 
 
 class PretrainSource:

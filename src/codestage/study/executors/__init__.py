@@ -34,7 +34,8 @@ def make_engine(kind: str, cfg: ExecutorConfig | None = None) -> Engine:
     """The engine for `kind` ("local" or "slurm"), set up from the study's `executor:` section."""
     cfg = cfg or ExecutorConfig()
     if kind == "local":
-        return LocalEngine(max_parallel=cfg.max_parallel, steps_per_gpu=max(cfg.steps_per_gpu.values(), default=1))
+        return LocalEngine(max_parallel=cfg.max_parallel, steps_per_gpu=max(cfg.steps_per_gpu.values(), default=1),
+                           over_for_critical=True)
     if kind == "slurm":
         return SlurmEngine(max_requeues=cfg.slurm.max_requeues, signal_delay_s=cfg.slurm.signal_delay_s)
     raise ConfigError(f"executor {kind!r}: engines are local and slurm (inline steps run in the coordinator itself)")

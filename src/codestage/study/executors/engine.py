@@ -92,8 +92,10 @@ class Engine(Protocol):
     def check(self, job: Job) -> None:
         """Raise ConfigError if the job can never run here (more GPUs than exist, several nodes...)."""
 
-    def can_start(self, job: Job) -> bool:
-        """Whether resources are free to start it now."""
+    def can_start(self, job: Job, urgent: bool = False) -> bool:
+        """Whether resources are free to start it now. `urgent`: the job is on the critical path and
+        may take a place past the engine's limits where it has one (local: one step over
+        `steps_per_gpu` on a GPU)."""
 
     def submit(self, job: Job, spec: JobSpec, spec_path: Path, after: list[Record]) -> tuple[str, dict[str, Any]]:
         """Place the job (its GPUs go into `spec`), save `spec` to `spec_path`, start or queue it (after

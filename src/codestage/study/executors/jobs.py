@@ -63,6 +63,9 @@ class Job:
     is not run again. `rerun` is the command a user types to run the job again (shown in the summary).
     `prepare`, where given, runs in the coordinator right before the job is submitted (a forced
     step's old outputs are removed there, so that its retries resume instead of starting over).
+    `cost` is a rough estimate of the job's work against the other jobs' (any unit, the same for
+    all): the scheduler starts first the jobs with the longest chain of cost behind them and lets
+    the jobs on that chain past a full GPU (`codestage.study.executors.scheduler`).
     """
 
     name: str
@@ -77,6 +80,7 @@ class Job:
     rerun: str | None = None
     is_done: Callable[[], bool] | None = field(default=None, compare=False)
     prepare: Callable[[], None] | None = field(default=None, compare=False)
+    cost: float = 1.0
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or ".." in self.name.split("/"):
@@ -85,6 +89,8 @@ class Job:
             raise ConfigError(f"job {self.name}: empty command")
         if self.retries < 0:
             raise ConfigError(f"job {self.name}: retries must be >= 0, got {self.retries}")
+        if not self.cost >= 0:
+            raise ConfigError(f"job {self.name}: cost must be >= 0, got {self.cost}")
         object.__setattr__(self, "argv", tuple(str(a) for a in self.argv))
         object.__setattr__(self, "deps", tuple(self.deps))
 

@@ -91,6 +91,12 @@ class LocalEngine:
     all GPUs. `max_parallel`: at most this many jobs at once (default: GPUs x `steps_per_gpu`, or 1
     without GPUs). On a machine without GPUs, jobs that ask for GPUs run as one CPU process each, as
     `inline` would.
+
+    `over_for_critical`: an urgent job (on the critical path, `can_start(job, urgent=True)`) that
+    shares a GPU may start on a GPU that is full: one share over its limit, at most one such job per
+    GPU (so beyond `max_parallel` by at most the number of GPUs). A job with whole GPUs, or without
+    GPUs, never goes over. Off by default: a graph of equal independent jobs (a ladder's runs) has
+    no critical path to protect, and there every job would count as urgent.
     """
 
     name = "local"
@@ -100,12 +106,13 @@ class LocalEngine:
     result_grace_s = 0.0
 
     def __init__(self, devices: Sequence[str | int] | None = None, max_parallel: int | None = None,
-                 python: str = sys.executable, steps_per_gpu: int = 1) -> None:
+                 python: str = sys.executable, steps_per_gpu: int = 1, over_for_critical: bool = False) -> None:
         self.devices = [str(d) for d in (visible_gpus() if devices is None else devices)]
         if max_parallel is not None and max_parallel < 1:
             raise ConfigError(f"max_parallel must be >= 1, got {max_parallel}")
         self.max_parallel = max_parallel or max(1, len(self.devices) * steps_per_gpu)
         self.python = python
+        self.over_for_critical = over_for_critical
         self._load = {d: Fraction(0) for d in self.devices}  # the share of each GPU that running jobs hold
         self._turn = 0  # where the next search for a GPU starts (round robin among equally loaded ones)
         self._running: dict[str, _Running] = {}
@@ -126,22 +133,28 @@ class LocalEngine:
             raise ConfigError(f"job {job.name} asks for {r.gpus} GPUs; this machine has {len(self.devices)} "
                               f"visible ({','.join(self.devices)}): lower gpus_per_step for its stage")
 
-    def _place(self, job: Job) -> list[str] | None:
-        """The GPUs the job would get now, or None if they are not free."""
+    def _shared(self, job: Job) -> bool:
+        return self._gpus(job) == 1 and job.resources.gpu_share > 1
+
+    def _place(self, job: Job, urgent: bool = False) -> list[str] | None:
+        """The GPUs the job would get now, or None if they are not free. An urgent shared job may
+        fill a GPU one share past full (a GPU already past full takes no more)."""
         g = self._gpus(job)
         if g == 0:
             return []
         n = len(self.devices)
         in_turn = [self.devices[(self._turn + i) % n] for i in range(n)]
-        share = job.resources.gpu_share
-        if g == 1 and share > 1:
-            room = [d for d in in_turn if self._load[d] + Fraction(1, share) <= 1]
+        if self._shared(job):
+            over = Fraction(1, job.resources.gpu_share) if urgent else Fraction(0)
+            room = [d for d in in_turn if self._load[d] + Fraction(1, job.resources.gpu_share) <= 1 + over]
             return [min(room, key=lambda d: self._load[d])] if room else None  # min keeps the first of equals
         idle = [d for d in in_turn if self._load[d] == 0]
         return idle[:g] if len(idle) >= g else None
 
-    def can_start(self, job: Job) -> bool:
-        return len(self._running) < self.max_parallel and self._place(job) is not None
+    def can_start(self, job: Job, urgent: bool = False) -> bool:
+        urgent = urgent and self.over_for_critical and self._shared(job)
+        limit = self.max_parallel + (len(self.devices) if urgent else 0)
+        return len(self._running) < limit and self._place(job, urgent) is not None
 
     def _hold(self, name: str, run: _Running) -> None:
         for d in run.devices:
@@ -158,6 +171,8 @@ class LocalEngine:
 
     def submit(self, job: Job, spec: JobSpec, spec_path: Path, after: list[Record]) -> tuple[str, dict[str, Any]]:
         devices = self._place(job)
+        if devices is None:
+            devices = self._place(job, urgent=True) if self.over_for_critical and self._shared(job) else None
         if devices is None:
             raise ExecutorError(f"job {job.name}: its GPUs are not free (submit only what can_start allows)")
         share = job.resources.gpu_share if devices else 1

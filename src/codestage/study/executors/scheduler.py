@@ -1,6 +1,18 @@
 """The graph: start each job when its inputs are done, as many at a time as the engine allows, stop
 only the dependants of a failure, and end with a summary.
 
+Order: every job has a chain, its own `cost` plus the longest chain among the jobs that read its
+outputs: the work that must still follow it, one job after another. Among the jobs that may start,
+the longest chain goes first. That alone does not stop a job off the critical path from taking the
+last free place on a GPU a moment before a critical job becomes ready (measured: a critical
+instruction run waited 33 s behind evaluations on two H200s, bench/RESULTS.md). So a job that is
+ready and whose chain is the longest of all jobs not yet started (it is on the critical path of
+what is left) may also start when the GPUs are full: the engine then puts it on the least-loaded
+GPU past `steps_per_gpu`, at most one such job over the limit on each GPU (`can_start(job,
+urgent=True)`). A job on the critical path thus never waits for a place behind jobs off it, as
+long as there are no more critical jobs at once than GPUs with a place over; the price is a fifth
+step sharing a GPU for a while, where four were asked for.
+
 The coordinator keeps no state of its own: what it knows comes from the jobs' outputs (`is_done`),
 their result files and the engine (DIR/.executor/NAME.json records the submission). A coordinator
 that was killed is replaced by running it again: jobs still queued or running are waited for, not
@@ -96,6 +108,10 @@ class _Graph:
         for j in self.jobs:
             for d in j.deps:
                 self.dependants[d].append(j.name)
+        self.chain = critical_chains(self.jobs, self.dependants)
+        order = {j.name: i for i, j in enumerate(self.jobs)}
+        # longest chain first; a job's chain is longer than its dependants', so inputs still come first
+        self.by_chain = sorted(self.jobs, key=lambda j: (-self.chain[j.name], order[j.name]))
 
     def say(self, text: str, style: str = "") -> None:
         self.console.print(text, style=style or None, markup=False, highlight=False)
@@ -146,12 +162,27 @@ class _Graph:
         return out
 
     # ------------------------------------------------------------------ submitting
-    def submittable(self, job: Job) -> bool:
-        """Its inputs are done (or, where the engine holds jobs itself, queued) and there is room."""
+    def ready(self, job: Job) -> bool:
+        """Its inputs are done (or, where the engine holds jobs itself, queued)."""
         ok = _FINISHED_OK + (_ACTIVE if self.engine.native_deps else ())
-        return all(self.tracks[d].state in ok for d in job.deps) and self.engine.can_start(job)
+        return all(self.tracks[d].state in ok for d in job.deps)
 
-    def submit(self, job: Job) -> None:
+    def critical(self, job: Job) -> bool:
+        """No job that has not started has a longer chain: the job is on the critical path of what is left."""
+        return self.chain[job.name] >= max(self.chain[t.job.name] for t in self.tracks.values() if t.state == WAITING)
+
+    def start_ready(self) -> None:
+        """Submit the ready jobs, longest chain first: where there is room, and a critical one even past
+        a full GPU (the engine's one place over the limit)."""
+        for job in self.by_chain:
+            if self.tracks[job.name].state != WAITING or not self.ready(job):
+                continue
+            if self.engine.can_start(job):
+                self.submit(job)
+            elif self.critical(job) and self.engine.can_start(job, urgent=True):
+                self.submit(job, note=" (critical path: one over steps_per_gpu)")
+
+    def submit(self, job: Job, note: str = "") -> None:
         t = self.tracks[job.name]
         log = self.log_path(job)
         spec_path = self.state_dir / f"{job.name}.spec.json"
@@ -171,7 +202,7 @@ class _Graph:
         rec.save(self.state_dir)
         t.state, t.record = QUEUED, rec
         where = f" after {', '.join(d for d in job.deps if self.tracks[d].state in _ACTIVE)}" if after else ""
-        self.say(f"▶ {job.name}: {self.engine.name} job {rec.id}{_placement(rec)}{where}", "cyan")
+        self.say(f"▶ {job.name}: {self.engine.name} job {rec.id}{_placement(rec)}{where}{note}", "cyan")
 
     # ------------------------------------------------------------------ collecting
     def finish(self, job: Job, status: Status) -> None:
@@ -225,9 +256,7 @@ class _Graph:
     # ------------------------------------------------------------------ the loop
     def run(self, detach: bool) -> None:
         while True:
-            for job in self.jobs:
-                if self.tracks[job.name].state == WAITING and self.submittable(job):
-                    self.submit(job)
+            self.start_ready()
             waiting = [t for t in self.tracks.values() if t.state == WAITING]
             active = [t for t in self.tracks.values() if t.state in _ACTIVE]
             if detach and not waiting:
@@ -263,6 +292,15 @@ class _Graph:
                 returncode=res.get("returncode"), attempts=res.get("attempts"), reason=t.reason,
                 seconds=round(res["finished"] - res["started"], 2) if "finished" in res else None)
         return s
+
+
+def critical_chains(jobs: Sequence[Job], dependants: dict[str, list[str]]) -> dict[str, float]:
+    """Each job's chain: its cost plus the longest chain among the jobs that read its outputs
+    (`jobs` lists inputs first, as `check_graph` requires)."""
+    chain: dict[str, float] = {}
+    for j in reversed(jobs):
+        chain[j.name] = j.cost + max((chain[d] for d in dependants[j.name]), default=0.0)
+    return chain
 
 
 def _placement(rec: Record) -> str:

@@ -155,8 +155,8 @@ class SlurmEngine:
         if shutil.which("sbatch") is None:
             raise ConfigError("the slurm executor needs Slurm's commands (sbatch, squeue, scancel) on PATH")
 
-    def can_start(self, job: Job) -> bool:
-        return True
+    def can_start(self, job: Job, urgent: bool = False) -> bool:
+        return True  # Slurm queues the job itself
 
     def submit(self, job: Job, spec: JobSpec, spec_path: Path, after: list[Record]) -> tuple[str, dict[str, Any]]:
         import submitit
