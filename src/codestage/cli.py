@@ -34,6 +34,7 @@ def _verify(value: str) -> str:
 
 def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] | None, force: bool, quiet: bool,
                verify: str = "quick") -> None:
+    from codestage.denormal import flush_denormal
     from codestage.outputs import check_study_output
     from codestage.study.executors import coordinator_lock
     from codestage.study.runner import Study
@@ -41,9 +42,8 @@ def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] 
     check_study_output(cfg, out)
     if full_eval:
         cfg.eval.sample = None
-    torch_flush_denormal()
     study = Study(cfg, out, console=console, progress=not quiet, verify=verify)
-    with coordinator_lock(out):
+    with flush_denormal(), coordinator_lock(out):
         timings = study.run(only=only, force=force)
         _report(study, out, timings, partial=bool(only))
 
@@ -64,14 +64,6 @@ def _report(study, out: Path, timings, *, partial: bool) -> None:
 
     stores = {n.split("/", 1)[1]: s.out for n, s in study.steps.items() if n.startswith("store/")}
     print_caveats(console, study_caveats(stores, runs))
-
-
-def torch_flush_denormal() -> None:
-    """Tiny CPU models spend much of their time in denormal arithmetic; flushing it to zero is a
-    process-wide switch, so only the command (not the library) turns it on."""
-    import torch
-
-    torch.set_flush_denormal(True)
 
 
 def _summary(results: StudyResults, out: Path) -> None:
