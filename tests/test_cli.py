@@ -169,3 +169,27 @@ def test_tasks_list_names_the_split_each_task_would_evaluate(tmp_path, monkeypat
     assert "scienceqa * │ scientific │ accuracy │ test, text-only │ 194 │ test, n not stated │ present" in msg
     code, msg = run_cli(monkeypatch, capsys, "tasks", "list", "--data-dir", str(tmp_path))
     assert code == 0 and "ekar_zh * │ analogical │ accuracy │ — │ │ test, n=335 │ missing" in msg
+
+
+@pytest.mark.parametrize("width", [100, 80])
+def test_study_score_table_shows_every_header_and_score_whole(width) -> None:
+    """A long run name folds; no domain header ("analog", "code-g") or score is cut to "…"."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from codestage.domains import DOMAIN_TABLE, DOMAINS
+    from codestage.results import RunResults, StudyResults, TaskResult
+
+    cells = {d: TaskResult(task=d, metric="accuracy", value=100.0, n=10) for d in DOMAINS}
+    names = ["NL", "seed1/stepwise_increase_then_decrease_at_half", "CC"]
+    results = StudyResults(runs={n: RunResults(stage="mixing", tasks=cells) for n in names})
+    console = Console(width=width, file=StringIO(), record=True)
+    console.print(cli.summary_table(results))
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    header = next(line for line in text.splitlines() if "run" in line)
+    assert all(f" {DOMAIN_TABLE[d].short} " in header for d in DOMAINS), header
+    assert text.count("100.0") == len(names) * len(DOMAINS)
+    run_column = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert run_column == "".join(names)  # the long name whole, over two lines

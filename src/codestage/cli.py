@@ -66,19 +66,26 @@ def _report(study, out: Path, timings, *, partial: bool) -> None:
     print_caveats(console, study_caveats(stores, runs))
 
 
-def _summary(results: StudyResults, out: Path) -> None:
+def summary_table(results: StudyResults) -> Table:
+    """The study's scores for the terminal. A long run name folds onto a second line, so that at the
+    width the terminal gives no domain's header or score is cut short."""
     table = Table(title="codestage: scores (accuracy % / BLEU x100), 95% CI in the report")
-    table.add_column("run", no_wrap=True)
+    table.add_column("run", overflow="fold")
     table.add_column("stage", no_wrap=True)
     for d in DOMAINS:
-        table.add_column(DOMAIN_TABLE[d].short, justify="right", no_wrap=True)
+        short = DOMAIN_TABLE[d].short
+        table.add_column(short, justify="right", no_wrap=True, min_width=max(len(short), len("100.0")))
     for name, run in results.runs.items():
         cells = []
         for d in DOMAINS:
             c = run.tasks.get(d)
             cells.append("—" if not c or c.value is None else f"{c.value:.1f}")
         table.add_row(name, run.stage, *cells)
-    Console().print(table)
+    return table
+
+
+def _summary(results: StudyResults, out: Path) -> None:
+    Console().print(summary_table(results))
     notes = {d: c.split_note for run in results.runs.values() for d, c in run.tasks.items() if c.split_note}
     console.print("splits: " + " | ".join(f"{DOMAIN_TABLE[d].short} {notes[d]}" for d in DOMAINS if d in notes))
     console.print(f"report: {out / 'report.md'}   results: {out / 'results.json'}   plots: {out / 'plots'}")
