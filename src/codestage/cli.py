@@ -258,7 +258,13 @@ def compare(
                       f"[{lo:+.{d}f}, {hi:+.{d}f}]", f"{r.p_value:.3f}", "; ".join(cont))
     Console().print(table)
     if json_out:
-        write_json(json_out, result.to_json())
+        from codestage.relpaths import recorded
+
+        doc = result.to_json()
+        for side in ("a", "b"):  # relative to the JSON's folder, so it can move with the runs
+            v = doc[side]
+            doc[side] = [recorded(p, json_out.parent) for p in v] if isinstance(v, list) else recorded(v, json_out.parent)
+        write_json(json_out, doc)
     from codestage.eval.caveats import print_caveats
 
     print_caveats(console, result.notes)
