@@ -213,3 +213,31 @@ def test_a_second_ctrl_c_ends_a_command_stuck_in_the_tokenizer(tmp_path: Path, t
     assert code in (130, -signal.SIGINT), log[-2000:]
     assert seconds < 2, seconds  # 0.07-0.12 s on a quiet machine; the call alone runs on for seconds more
     assert not (tmp_path / "store").exists()
+
+
+CUT_MID_RESULT = """
+import signal, sys
+from codestage.data.parallel import ordered_map
+
+def _stop(*_):
+    raise KeyboardInterrupt
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGALRM, _stop)
+    signal.setitimer(signal.ITIMER_REAL, float(sys.argv[1]))
+    try:
+        for _ in ordered_map(bytes, [100_000_000] * 16, workers=2, initializer=int):
+            pass
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize("after", [1.0, 2.5])
+def test_ctrl_c_stops_a_pool_whose_worker_is_cut_off_mid_result(tmp_path: Path, after: float) -> None:
+    """Workers sending 100 MB results: Ctrl-C lands while one is half-way through writing its result.
+    Terminated there, it left the pool's manager thread waiting for the rest of the message, and the
+    shutdown waiting for that thread, for ever (the parallel build above hung so, now and then)."""
+    proc = subprocess.run([sys.executable, "-c", CUT_MID_RESULT, str(after)], env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "stopped" in proc.stdout, proc.stderr[-2000:]
