@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -145,9 +146,13 @@ def test_eval_and_compare_on_a_model(tmp_path, monkeypatch, capsys, micro_model_
         assert code == 0, msg
     res = json.loads((tmp_path / "a" / "results.json").read_text())
     assert res["tasks"]["jecqa_kd"]["n"] == 6 and res["tasks"]["cosqa"]["n"] == 6
+    # the model relative to the results' folder: no path of this machine in a file meant to be shared
+    assert res["model"] == os.path.relpath(micro_model_dir, tmp_path / "a") and not Path(res["model"]).is_absolute()
+    assert (tmp_path / "a" / res["model"]).resolve() == micro_model_dir.resolve()
     code, msg = run_cli(monkeypatch, capsys, "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(tmp_path / "cmp.json"))
     assert code == 0, msg
     cmp = json.loads((tmp_path / "cmp.json").read_text())
+    assert (cmp["a"], cmp["b"]) == ("a/items.jsonl", "b/items.jsonl")  # from the JSON's folder
     # The same model on the same items: no difference at all.
     assert cmp["tasks"]["jecqa_kd"]["diff"] == 0.0 and cmp["tasks"]["jecqa_kd"]["n"] == 6
     assert cmp["tasks"]["jecqa_kd"]["diff"] == 0.0 and "margin" in cmp["tasks"]["cosqa"]
@@ -157,6 +162,7 @@ def test_eval_and_compare_on_a_model(tmp_path, monkeypatch, capsys, micro_model_
     assert code == 0, msg
     cmp2 = json.loads((tmp_path / "cmp2.json").read_text())
     assert cmp2["seeds"] == 2 and cmp2["tasks"]["cosqa"]["diff"] == 0.0 and cmp2["tasks"]["cosqa"]["n"] == 6
+    assert cmp2["a"] == ["a/items.jsonl", "b/items.jsonl"]
     code, msg = run_cli(monkeypatch, capsys, "compare", two, str(tmp_path / "a"))
     assert code == 2 and "same number of runs" in msg
 
@@ -169,3 +175,27 @@ def test_tasks_list_names_the_split_each_task_would_evaluate(tmp_path, monkeypat
     assert "scienceqa * │ scientific │ accuracy │ test, text-only │ 194 │ test, n not stated │ present" in msg
     code, msg = run_cli(monkeypatch, capsys, "tasks", "list", "--data-dir", str(tmp_path))
     assert code == 0 and "ekar_zh * │ analogical │ accuracy │ — │ │ test, n=335 │ missing" in msg
+
+
+@pytest.mark.parametrize("width", [100, 80])
+def test_study_score_table_shows_every_header_and_score_whole(width) -> None:
+    """A long run name folds; no domain header ("analog", "code-g") or score is cut to "…"."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from codestage.domains import DOMAIN_TABLE, DOMAINS
+    from codestage.results import RunResults, StudyResults, TaskResult
+
+    cells = {d: TaskResult(task=d, metric="accuracy", value=100.0, n=10) for d in DOMAINS}
+    names = ["NL", "seed1/stepwise_increase_then_decrease_at_half", "CC"]
+    results = StudyResults(runs={n: RunResults(stage="mixing", tasks=cells) for n in names})
+    console = Console(width=width, file=StringIO(), record=True)
+    console.print(cli.summary_table(results))
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    header = next(line for line in text.splitlines() if "run" in line)
+    assert all(f" {DOMAIN_TABLE[d].short} " in header for d in DOMAINS), header
+    assert text.count("100.0") == len(names) * len(DOMAINS)
+    run_column = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert run_column == "".join(names)  # the long name whole, over two lines

@@ -141,12 +141,13 @@ import codestage.atomic as atomic
 root, exchange = Path(sys.argv[1]), sys.argv[2] == "1"
 if not exchange:
     atomic._exchange = lambda a, b: False
-print("ready", flush=True)
 for v in itertools.count(1):
     with atomic.atomic_dir(root / "d") as d:
         for i in range(1 + v % 5):
             (d / f"f{i}").write_text(str(v))
     atomic.write_text(root / "r.txt", str(v) * (1 + v % 3000))
+    if v == 1:
+        print("ready", flush=True)  # a first complete version of each: from here on one must always exist
 """
 
 
@@ -158,8 +159,8 @@ def test_sigkill_at_random_moments_leaves_a_complete_version(tmp_path: Path, exc
         root.mkdir()
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "1" if exchange else "0"],
                                 stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.02, 0.25))
+        assert proc.stdout.readline().strip() == "ready"  # however slowly the machine got there
+        time.sleep(rng.uniform(0.02, 0.25))  # a random moment among the writes that follow
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
@@ -167,10 +168,10 @@ def test_sigkill_at_random_moments_leaves_a_complete_version(tmp_path: Path, exc
             recover(root / "d")  # what the next atomic_dir does first
         got = _read_dir(root / "d")
         assert got is not None, "the folder vanished"
-        if (root / "r.txt").exists():
-            text = (root / "r.txt").read_text()
-            assert any(text[:n].isdigit() and text == text[:n] * (1 + int(text[:n]) % 3000) for n in range(1, 8)), \
-                f"a torn write_text: {text[:40]!r}... ({len(text)} chars)"
+        assert (root / "r.txt").exists(), "the file vanished"
+        text = (root / "r.txt").read_text()
+        assert any(text[:n].isdigit() and text == text[:n] * (1 + int(text[:n]) % 3000) for n in range(1, 8)), \
+            f"a torn write_text: {text[:40]!r}... ({len(text)} chars)"
         # The next write repairs and replaces; only a killed writer's own temp folder may remain.
         with atomic_dir(root / "d") as d:
             (d / "f0").write_text("0")

@@ -309,6 +309,46 @@ def test_items_file_column(tmp_path) -> None:
     assert pts.items["t"].den is not None and len(pts.item_files) == len(rows)
 
 
+def test_fit_json_records_its_inputs_relative_to_its_folder(tmp_path, monkeypatch, capsys) -> None:
+    """A study folder moved elsewhere: fit.json still names its points (and items) from its own
+    folder; a fit.json from before, with absolute paths, still renders."""
+    study = tmp_path / "study"
+    (study / "points" / "items").mkdir(parents=True)
+    rows = simulate_rows({("NL", "t"): NL, ("CODE", "t"): CODE}, [5e6, 1e7, 2e7, 4e7], [10, 40], noise=0.0, seed=0)
+    for k, r in enumerate(rows):
+        items = [{"id": f"q{i}", "bits": r["loss"] * (1 + 0.1 * (i % 3)), "bytes": 1 + 0.1 * (i % 3)} for i in range(9)]
+        (study / "points" / "items" / f"{k}.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+        r["items"] = f"items/{k}.jsonl"
+        del r["accuracy"]
+    points = write_rows(rows, study / "points" / "p.csv")
+    code, msg = run_cli(monkeypatch, capsys, "ladder", "fit", str(points), "--out", str(study / "fit"), "--bootstrap", "0",
+                        "--workers", "1")
+    assert code == 0, msg
+    text = (study / "fit" / "fit.json").read_text()
+    assert str(tmp_path) not in text and str(tmp_path) not in (study / "fit" / "report.md").read_text()
+    inputs = json.loads(text)["inputs"]
+    assert inputs["points"] == "../points/p.csv"
+    assert sorted(inputs["item_files"]) == sorted(f"../points/items/{k}.jsonl" for k in range(len(rows)))
+
+    moved = tmp_path / "shared" / "study"
+    moved.parent.mkdir()
+    study.rename(moved)
+    assert all((moved / "fit" / f).is_file() for f in [inputs["points"], *inputs["item_files"]])
+    (moved / "fit" / "report.md").unlink()
+    code, msg = run_cli(monkeypatch, capsys, "ladder", "report", str(moved / "fit"))
+    assert code == 0, msg
+    assert "POINTS: `../points/p.csv` (from this folder)" in (moved / "fit" / "report.md").read_text()
+
+    old = json.loads(text)  # as written before: absolute paths
+    old["inputs"]["points"] = str(moved / "points" / "p.csv")
+    old["inputs"]["item_files"] = {str(moved / "fit" / f): h for f, h in inputs["item_files"].items()}
+    (moved / "old").mkdir()
+    (moved / "old" / "fit.json").write_text(json.dumps(old))
+    code, msg = run_cli(monkeypatch, capsys, "ladder", "report", str(moved / "old"))
+    assert code == 0, msg
+    assert f"POINTS: `{moved / 'points' / 'p.csv'}` (sha256" in (moved / "old" / "report.md").read_text()
+
+
 # ---------------------------------------------------------------- malformed input through the command
 def _cli_error(monkeypatch, capsys, path: Path, *extra: str) -> str:
     code, msg = run_cli(monkeypatch, capsys, "ladder", "fit", str(path), "--out", str(path.parent / "out"),

@@ -34,6 +34,7 @@ def _verify(value: str) -> str:
 
 def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] | None, force: bool, quiet: bool,
                verify: str = "quick") -> None:
+    from codestage.denormal import flush_denormal
     from codestage.outputs import check_study_output
     from codestage.study.executors import coordinator_lock
     from codestage.study.runner import Study
@@ -41,9 +42,8 @@ def _run_study(cfg: StudyConfig, out: Path, *, full_eval: bool, only: list[str] 
     check_study_output(cfg, out)
     if full_eval:
         cfg.eval.sample = None
-    torch_flush_denormal()
     study = Study(cfg, out, console=console, progress=not quiet, verify=verify)
-    with coordinator_lock(out):
+    with flush_denormal(), coordinator_lock(out):
         timings = study.run(only=only, force=force)
         _report(study, out, timings, partial=bool(only))
 
@@ -66,27 +66,26 @@ def _report(study, out: Path, timings, *, partial: bool) -> None:
     print_caveats(console, study_caveats(stores, runs))
 
 
-def torch_flush_denormal() -> None:
-    """Tiny CPU models spend much of their time in denormal arithmetic; flushing it to zero is a
-    process-wide switch, so only the command (not the library) turns it on."""
-    import torch
-
-    torch.set_flush_denormal(True)
-
-
-def _summary(results: StudyResults, out: Path) -> None:
+def summary_table(results: StudyResults) -> Table:
+    """The study's scores for the terminal. A long run name folds onto a second line, so that at the
+    width the terminal gives no domain's header or score is cut short."""
     table = Table(title="codestage: scores (accuracy % / BLEU x100), 95% CI in the report")
-    table.add_column("run", no_wrap=True)
+    table.add_column("run", overflow="fold")
     table.add_column("stage", no_wrap=True)
     for d in DOMAINS:
-        table.add_column(DOMAIN_TABLE[d].short, justify="right", no_wrap=True)
+        short = DOMAIN_TABLE[d].short
+        table.add_column(short, justify="right", no_wrap=True, min_width=max(len(short), len("100.0")))
     for name, run in results.runs.items():
         cells = []
         for d in DOMAINS:
             c = run.tasks.get(d)
             cells.append("—" if not c or c.value is None else f"{c.value:.1f}")
         table.add_row(name, run.stage, *cells)
-    Console().print(table)
+    return table
+
+
+def _summary(results: StudyResults, out: Path) -> None:
+    Console().print(summary_table(results))
     notes = {d: c.split_note for run in results.runs.values() for d, c in run.tasks.items() if c.split_note}
     console.print("splits: " + " | ".join(f"{DOMAIN_TABLE[d].short} {notes[d]}" for d in DOMAINS if d in notes))
     console.print(f"report: {out / 'report.md'}   results: {out / 'results.json'}   plots: {out / 'plots'}")
@@ -261,7 +260,13 @@ def compare(
                       f"[{lo:+.{d}f}, {hi:+.{d}f}]", f"{r.p_value:.3f}", "; ".join(cont))
     Console().print(table)
     if json_out:
-        write_json(json_out, result.to_json())
+        from codestage.relpaths import recorded
+
+        doc = result.to_json()
+        for side in ("a", "b"):  # relative to the JSON's folder, so it can move with the runs
+            v = doc[side]
+            doc[side] = [recorded(p, json_out.parent) for p in v] if isinstance(v, list) else recorded(v, json_out.parent)
+        write_json(json_out, doc)
     from codestage.eval.caveats import print_caveats
 
     print_caveats(console, result.notes)

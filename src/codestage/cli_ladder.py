@@ -90,7 +90,7 @@ def fit_cmd(
     settings.check()
     table = load_points(points)
     with console.status(f"fitting {len(table.tasks)} tasks x {len(settings.arms)} arms, {bootstrap} bootstrap replicates"):
-        doc = fit_ladder(table, settings)
+        doc = fit_ladder(table, settings, folder=out)
     path = write_fit(doc, out)
     report = render_report(doc, out)
     out_console.print(_summary(doc))

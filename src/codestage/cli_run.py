@@ -9,7 +9,7 @@ the executor columns of `codestage plan` (docs/cluster.md).
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,9 @@ def run_command(config: Path, out: Path, *, executor: str | None, seeds_text: st
                 verify: str = "quick", **flags: Any) -> bool:
     """`codestage run`: every selected step of every seed through the executor, then each seed's
     report once its steps are done. Returns False when a step failed or did not run."""
-    from codestage.cli import _report, torch_flush_denormal
+    from codestage.cli import _report
     from codestage.config import load_config
+    from codestage.denormal import flush_denormal
     from codestage.outputs import check_study_output
     from codestage.study.dispatch import check_executor, seed_studies, select, to_job
     from codestage.study.executors import coordinator_lock, make_engine, run_jobs
@@ -138,7 +139,7 @@ def run_command(config: Path, out: Path, *, executor: str | None, seeds_text: st
         if kind == "inline":
             from codestage.study.share import share_step
 
-            torch_flush_denormal()
+            stack.enter_context(flush_denormal())  # through the reports too; put back when the command returns
             for t in tasks:
                 if t.shared_from:
                     share_step(t.shared_from.study.steps[t.step].out, t.part.study.steps[t.step].out, t.key)
@@ -195,8 +196,8 @@ def step_command(config: Path, out: Path, name: str, *, seed: int | None, full_e
     """`codestage step`: run one step through `Study.execute` (resuming a cut-off run). Training
     steps run on every process of a torchrun job (DDP/FSDP2, rank 0 writes); other steps run in
     one process and refuse several."""
-    from codestage.cli import torch_flush_denormal
     from codestage.config import load_config
+    from codestage.denormal import flush_denormal
     from codestage.outputs import check_study_output
     from codestage.study.runner import Study
 
@@ -218,21 +219,23 @@ def step_command(config: Path, out: Path, name: str, *, seed: int | None, full_e
         raise ConfigError(f"--step {name} runs in one process (only training steps use several), but this is one "
                           f"of {world_size} (WORLD_SIZE): run it without torchrun, or give its stage one GPU "
                           f"(executor.gpus_per_step.{name.split('/', 1)[0]}: 1)")
-    torch_flush_denormal()
-    if not trains:
-        study.execute(name, force=force, resume=True)
-        return
-    import torch.distributed as dist  # here: the tokenizer, stores and decontamination need neither (seconds saved)
+    # tokenizer, stores and decontamination run no model: they neither need the switch nor torch's import
+    model_free = name in ("tokenizer", "decontam") or name.startswith("store/")
+    with nullcontext() if model_free else flush_denormal():
+        if not trains:
+            study.execute(name, force=force, resume=True)
+            return
+        import torch.distributed as dist  # here: the tokenizer, stores and decontamination need neither (seconds saved)
 
-    from codestage.train import parallel
+        from codestage.train import parallel
 
-    train_cfg = cfg.instruct.train if name.startswith("instruct/") else cfg.pretrain.train
-    had_group = dist.is_initialized()
-    world = parallel.setup(train_cfg.device)
-    try:
-        study.execute(name, force=force, resume=True, world=world)
-    finally:
-        parallel.shutdown(world, created=not had_group)
+        train_cfg = cfg.instruct.train if name.startswith("instruct/") else cfg.pretrain.train
+        had_group = dist.is_initialized()
+        world = parallel.setup(train_cfg.device)
+        try:
+            study.execute(name, force=force, resume=True, world=world)
+        finally:
+            parallel.shutdown(world, created=not had_group)
 
 
 def plan_rows(config: Path, out: Path, *, executor: str | None, seeds_text: str | None, seed: int | None,

@@ -66,3 +66,9 @@ def _stop_workers(ex: ProcessPoolExecutor) -> None:
     reader = getattr(queue, "_reader", None)
     if reader is not None:
         reader.close()
+    # A worker ended half-way through sending its result leaves the pool's manager thread waiting in
+    # recv for the rest of that message, and the shutdown waiting for it: close the parent's write end
+    # of the result pipe too (the dead workers' ends are closed), so the manager reads EOF (a broken pool).
+    writer = getattr(getattr(ex, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        writer.close()

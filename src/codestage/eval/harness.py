@@ -31,6 +31,7 @@ from codestage.eval.scoring import Scorer
 from codestage.eval.tasks.base import GenerationTask, Item, MultipleChoiceTask, Task, TaskDataMissing, split_note
 from codestage.hashing import sha256_json, sha256_file
 from codestage.outputs import EVAL, check_output
+from codestage.relpaths import recorded
 from codestage.results import EvalResults, TaskResult
 
 __all__ = ["evaluate", "compare", "export_lm_eval", "list_tasks", "load_scorer"]
@@ -150,8 +151,10 @@ def evaluate(
             raise ConfigError("model: a model directory is needed (only --check-references on code tasks runs without one)")
         scorer = load_scorer(model_dir, device=device, batch_size=batch_size)
     limits = Limits(timeout_s=timeout_s)
-    results = EvalResults(model=str(model_dir) if model_dir is not None else None, protocol=proto, shots=shots, seed=seed,
-                          data_dir=str(data_dir) if data_dir is not None else "bundled", lenient=lenient, tasks={})
+    # relative to `out`, so the folder can move with what it names (codestage.relpaths)
+    results = EvalResults(model=recorded(model_dir, out) if model_dir is not None else None, protocol=proto, shots=shots,
+                          seed=seed, data_dir=recorded(data_dir, out) if data_dir is not None else "bundled", lenient=lenient,
+                          tasks={})
     lines: list[str] = []
     for task in instances:
         started = time.perf_counter()

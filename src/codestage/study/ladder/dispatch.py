@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from codestage.atomic import write_json
+from codestage.denormal import flush_denormal
 from codestage.study.ladder.plan import plan_ladder
 
 LADDER_JOBS = ("ladder/pretrain/", "ladder/eval/")
@@ -37,15 +38,13 @@ def _study(config: Path, out: Path, *, quiet: bool, console: Console):
     return Study(cfg, out, console=console, progress=not quiet)
 
 
+@flush_denormal()  # on while the ladder runs here, put back when it returns
 def run_ladder(config: Path, out: Path, *, per_gpu: int, jobs: int, quiet: bool, console: Console) -> bool:
     """Run the whole study and its ladder; False when a ladder job failed (the summary says which)."""
-    import torch
-
     from codestage.outputs import check_study_output
     from codestage.study.executors import Job, LocalEngine, Resources, coordinator_lock, run_jobs, visible_gpus
     from codestage.study.report import write_report
 
-    torch.set_flush_denormal(True)
     config, out = Path(config).resolve(), Path(out).resolve()
     study = _study(config, out, quiet=quiet, console=console)
     check_study_output(study.cfg, out)

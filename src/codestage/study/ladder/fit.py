@@ -182,8 +182,9 @@ def _run_bootstraps(problems: list[TaskProblem], workers: int) -> list[TaskDraws
     return out
 
 
-def fit_ladder(points: Points, settings: FitSettings) -> dict[str, Any]:
-    """The fit.json document for `points` (see docs/ladder.md for every field)."""
+def fit_ladder(points: Points, settings: FitSettings, *, folder: Path | None = None) -> dict[str, Any]:
+    """The fit.json document for `points` (see docs/ladder.md for every field); `folder`, where
+    fit.json goes, makes the paths it records relative to it (so the folder can move)."""
     s = settings
     s.check()
     _check_arms(points, s)
@@ -199,7 +200,7 @@ def fit_ladder(points: Points, settings: FitSettings) -> dict[str, Any]:
     draws = _run_bootstraps([fits[t].problem for t in tasks], s.workers) if s.bootstrap > 0 else []
     doc: dict[str, Any] = {
         "schema": SCHEMA,
-        "inputs": describe(points),
+        "inputs": describe(points, folder),
         "target": {"params": s.target[0], "tokens": s.target[1], "compute": 6.0 * s.target[0] * s.target[1],
                    "params_kind": points.params_kind},
         "arms": list(s.arms),

@@ -29,6 +29,7 @@ import numpy as np
 
 from codestage.errors import DataError
 from codestage.hashing import sha256_file
+from codestage.relpaths import recorded
 from codestage.resources import DATA_DIR
 
 REQUIRED = ("arm", "task", "params", "tokens", "loss")
@@ -443,10 +444,12 @@ def load_points(path: Path | str) -> Points:
                   has_checkpoints=has_checkpoints, ignored_columns=ignored)
 
 
-def describe(points: Points) -> dict[str, Any]:
-    """The inputs block of fit.json."""
-    return {"points": str(points.path), "sha256": points.sha256, "rows": int(len(points.arm)),
+def describe(points: Points, folder: Path | None = None) -> dict[str, Any]:
+    """The inputs block of fit.json; with `folder` (fit.json's), its paths relative to that folder."""
+    where = (lambda f: recorded(f, folder)) if folder is not None else str
+    return {"points": where(points.path), "sha256": points.sha256, "rows": int(len(points.arm)),
             "params_kind": points.params_kind, "arms": points.arms, "tasks": points.tasks,
             "runs": points.has_runs, "checkpoints": points.has_checkpoints,
-            "item_level_tasks": sorted(points.items), "item_files": points.item_files,
+            "item_level_tasks": sorted(points.items),
+            "item_files": {where(f): h for f, h in points.item_files.items()},
             "ignored_columns": list(points.ignored_columns)}

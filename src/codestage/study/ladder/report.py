@@ -270,7 +270,7 @@ def render_report(doc: dict[str, Any], out: Path) -> Path:
     s = doc["settings"]
     inputs = doc["inputs"]
     lines = [f"# Ladder fit: predictions at N = {t['params']:.3g}, D = {t['tokens']:.3g} (C = {t['compute']:.3g} FLOPs)", "",
-             f"POINTS: `{inputs['points']}` (sha256 {inputs['sha256'][:12]}, {inputs['rows']} rows, params counted as "
+             f"POINTS: `{inputs['points']}`{'' if Path(inputs['points']).is_absolute() else ' (from this folder)'} (sha256 {inputs['sha256'][:12]}, {inputs['rows']} rows, params counted as "
              f"{inputs['params_kind'].replace('_', '-')}); arms {', '.join(doc['arms'])}"
              + (f"; difference {doc['difference']}" if doc.get("difference") else "") + ".", "",
              f"Step 1: {s['law']} (Huber delta {s['huber_delta']:g}, {'shared' if s['share_exponents'] else 'per-arm'} "

@@ -124,7 +124,7 @@ def fit_points(points_csv: Path, lc: LadderConfig, out: Path) -> None:
     from codestage.study.ladder.points import load_points
     from codestage.study.ladder.report import render_report
 
-    doc = fit_ladder(load_points(points_csv), fit_settings(lc))
+    doc = fit_ladder(load_points(points_csv), fit_settings(lc), folder=out)
     write_fit(doc, out)
     render_report(doc, out)
 
