@@ -19,9 +19,9 @@ OUTDIR="${1:-gpu-out}"; mkdir -p "$OUTDIR"
 CFG="${STUDY_CONFIG:-configs/gpu-small.yaml}"
 S="${STUDY_DIR:-/tmp/study}"; LOG="$OUTDIR/run.log"
 ONLY="${STUDY_ONLY---only seed0/decontam --only pretrain --only seed0/instruct --only seed0/eval --only eval/NL --only eval/CODE}"
-if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1; fi
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 PY="${PYTHON:-python3}"
+source bench/wheels.sh; SITE=$(carried_wheels "$PY") || exit 1
+export PYTHONPATH="${SITE}$PWD/src" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 if command -v nvidia-smi > /dev/null; then
   nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$OUTDIR/gpu.txt"
 fi

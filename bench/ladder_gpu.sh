@@ -14,7 +14,7 @@
 # stay out of OUT), LADDER_DEADLINE_S (the ladder run is stopped after this many seconds, default
 # 420; the points and the fit are then made from what finished), PYTHON (default python3), SPEED=0
 # skips the throughput bench, FIT_REPLICATES (default 0: none) times a
-# refit of the points with that many bootstrap replicates, FIT_LIMIT_S its time limit (default 150). Wheels in .whl/ (bench/fetch_gpu_wheels.sh) are installed to
+# refit of the points with that many bootstrap replicates, FIT_LIMIT_S its time limit (default 150). Wheels in .whl/ (bench/fetch_gpu_wheels.sh) are installed (bench/wheels.sh: where missing) to
 # /tmp/site first. Nothing here needs the network.
 set -uo pipefail
 
@@ -30,8 +30,8 @@ cd "$ROOT"
 B=$WORK-bench   # logs and measurements (beside the study: it must start as an empty or codestage folder)
 mkdir -p "$OUT" "$B"
 OUT=$(cd "$OUT" && pwd)
-if [ -d .whl ]; then $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1; fi
-export PYTHONPATH="/tmp/site:$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+source bench/wheels.sh; SITE=$(carried_wheels "$PY") || exit 1
+export PYTHONPATH="${SITE}$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}   # several processes per GPU share the cores
 export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-4}   # not a pool of every core in each of them
 T0=$(date +%s)

@@ -18,9 +18,9 @@ OUT="${1:-pangu-out}"; PRESET="${2:-pangu-2.6b}"; mkdir -p "$OUT"; OUT="$(cd "$O
 CFG="${STAGES_CONFIG:-configs/pangu-2.6b.yaml}"
 S="${STAGES_DIR:-/tmp/pangu-stages}"; SAMPLE="${SAMPLE:-40}"; LIMIT="${STAGES_LIMIT:-570}"
 EVAL_DATA="${EVAL_DATA:-}"; if [ -z "$EVAL_DATA" ] && [ -d .gpudata/eval ]; then EVAL_DATA=.gpudata/eval; fi
-if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1; fi
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 PY="${PYTHON:-python3}"
+source bench/wheels.sh; SITE=$(carried_wheels "$PY") || exit 1
+export PYTHONPATH="${SITE}$PWD/src" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 if command -v nvidia-smi > /dev/null; then
   nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
 fi
