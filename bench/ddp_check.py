@@ -12,11 +12,20 @@ verdict and writes OUT/ddp_check.json. Tolerance: 1e-5 absolute in float32; in b
 order differs between layouts, so 2e-2 relative. `--noise-floor` also trains 1 process with half
 the micro-batch (the same maths, another summation order) and prints how far that run drifts: the
 floor a difference between layouts should be read against.
+
+`--interrupt-at K --resume-procs M` resumes each stopped N-process run on M processes instead (a
+checkpoint written by 2 GPUs continued on 1, or by 1 on 2; issue 21): rank 0 starts bench/smoke.py
+with M processes (torchrun for M > 1) on the run folder while the other ranks wait. The resumed
+run's losses must match the uninterrupted 1-process reference as above, and its per-step token
+counts per source and its mixture.json must equal the reference's (the sampler continued where
+the checkpoint stood: no row drawn twice or skipped). Its tokens/s mixes N and M processes and
+is not compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -45,6 +54,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--procs", type=int, default=2, help="processes, when this script starts torchrun itself")
     ap.add_argument("--interrupt-at", type=int, default=0,
                     help="stop each N-process run after this step (as SIGTERM would) and resume it: checks resume too")
+    ap.add_argument("--resume-procs", type=int, default=0,
+                    help="with --interrupt-at: resume each stopped run on this many processes instead of the same N")
     ap.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder (default: trained into OUT/tokenizer)")
     ap.add_argument("--tol", type=float, default=None, help="override the tolerance")
     ap.add_argument("--float8", action="store_true", help="every run with float8 matmuls in the blocks (torchao)")
@@ -55,18 +66,50 @@ def _args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def _smoke_args(a: argparse.Namespace, out: Path, gbt: int, parallel: str, batch_size: int | None = None) -> list[str]:
+def _smoke_args(a: argparse.Namespace, out: Path, gbt: int, parallel: str, batch_size: int | None = None,
+                resume: bool = False) -> list[str]:
     return ["--out", str(out), "--tokenizer", str(a.tokenizer), "--preset", a.preset, "--steps", str(a.steps),
             "--seq-len", str(a.seq_len), "--batch-size", str(batch_size or a.batch_size), "--global-batch-tokens", str(gbt),
             *(["--lr", str(a.lr)] if a.lr is not None else []),
             "--parallel", parallel, "--device", a.device, "--dtype", a.dtype, "--compile", a.compile, "--log-every", "1",
-            "--no-resume", *(["--float8"] if a.float8 else [])]
+            *([] if resume else ["--no-resume"]), *(["--float8"] if a.float8 else [])]
 
 
 def _summary(run: Path) -> dict:
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     steady = [r["tokens_per_s"] for r in lines[len(lines) // 3:]] or [lines[-1]["tokens_per_s"]]
-    return {"loss": [r["loss"] for r in lines], "tokens_per_s": sorted(steady)[len(steady) // 2]}
+    return {"loss": [r["loss"] for r in lines], "tokens_per_s": sorted(steady)[len(steady) // 2],
+            "steps": [r["step"] for r in lines]}
+
+
+def _same_data(ref: Path, run: Path) -> bool:
+    """The same rows in the same steps: equal per-step token counts per source and equal mixture.json."""
+    def seen(folder: Path) -> list:
+        lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        return [(r["step"], r["tokens"], r["tokens_per_source"]) for r in lines]
+
+    mixture = [json.loads((f / "mixture.json").read_text()) for f in (ref, run)]
+    return seen(ref) == seen(run) and mixture[0] == mixture[1]
+
+
+_TORCHRUN_ENV = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
+                 "ROLE_RANK", "TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE"}
+
+
+def _child_env(world, procs: int) -> dict[str, str]:
+    """The environment of a job this script starts: out of its own torchrun job; one process sees one GPU."""
+    env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_ENV and not k.startswith("TORCHELASTIC_")}
+    if world.device.type == "cuda" and procs == 1:
+        env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _resume_on(procs: int, smoke_args: list[str], world) -> None:
+    """Resume a stopped run with `procs` processes (rank 0 only; this job's memory is handed back first)."""
+    launch = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                     f"--nproc_per_node={procs}"]
+    subprocess.run([*launch, str(SMOKE), *smoke_args], env=_child_env(world, procs), check=True)
 
 
 def _diffs(ref: list[float], other: list[float], fp32: bool) -> list[float]:
@@ -83,6 +126,8 @@ def main() -> None:
     from codestage.config import TrainConfig  # noqa: F401  (import check before the job starts)
     import smoke
 
+    import torch
+
     from codestage.train import parallel
 
     world = parallel.setup(a.device)
@@ -93,12 +138,7 @@ def main() -> None:
     if world.main:
         smoke.get_tokenizer(a.tokenizer)
         ref = a.out / "world1"
-        env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
-                                                                  "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK", "ROLE_RANK",
-                                                                  "TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE"}}
-        if world.device.type == "cuda":
-            env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
-        env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+        env = _child_env(world, 1)
         t = time.perf_counter()
         subprocess.run([sys.executable, str(SMOKE), *_smoke_args(a, ref, gbt, "none")], env=env, check=True)
         print(f"[ddp_check] world 1 done in {time.perf_counter() - t:.0f}s", flush=True)
@@ -107,11 +147,17 @@ def main() -> None:
             subprocess.run([sys.executable, str(SMOKE),
                             *_smoke_args(a, a.out / "world1-split", gbt, "none", smaller)], env=env, check=True)
     parallel.barrier(world)
-    runs = {}
-    for mode in [m.strip() for m in a.parallel.split(",") if m.strip()]:
+    m = a.resume_procs or n
+    if m != n and not a.interrupt_at:
+        raise SystemExit("ddp_check: --resume-procs needs --interrupt-at K (the step to stop at and resume from)")
+    label = f"world {n}" if m == n else f"world {n} -> {m} after step {a.interrupt_at}"
+    layout = f"{n} process{'es' * (n > 1)}" + (f" resumed on {m} after step {a.interrupt_at}" if m != n else "")
+    runs, folders = {}, {}
+    for mode in [x.strip() for x in a.parallel.split(",") if x.strip()]:
         t = time.perf_counter()
-        cfg = smoke.config_from_args(smoke._args(_smoke_args(a, a.out / f"world{n}-{mode}", gbt, mode)))
-        tok, run = smoke.get_tokenizer(a.tokenizer), a.out / f"world{n}-{mode}"
+        run = folders[mode] = a.out / (f"world{n}-{mode}" if m == n else f"world{n}to{m}-{mode}")
+        cfg = smoke.config_from_args(smoke._args(_smoke_args(a, run, gbt, mode)))
+        tok = smoke.get_tokenizer(a.tokenizer)
         if a.interrupt_at:
             def stop(step: int) -> None:
                 if step == a.interrupt_at:
@@ -120,15 +166,28 @@ def main() -> None:
                 smoke.job(tok, cfg, run, preset=a.preset, resume=False, on_step=stop)
             except KeyboardInterrupt:
                 pass
-        smoke.job(tok, cfg, run, preset=a.preset, resume=bool(a.interrupt_at))
+        if m == n:
+            smoke.job(tok, cfg, run, preset=a.preset, resume=bool(a.interrupt_at))
+        else:
+            gc.collect()
+            if world.device.type == "cuda":
+                torch.cuda.empty_cache()  # the resumed run may use this GPU
+                if world.main:
+                    print(f"[ddp_check] this process keeps {torch.cuda.memory_reserved() / 2**30:.2f} GiB reserved "
+                          f"on {world.device} while the resumed run trains", flush=True)
+            parallel.barrier(world)
+            if world.main:
+                _resume_on(m, _smoke_args(a, run, gbt, mode, resume=True), world)
+            parallel.barrier(world)
         runs[mode] = time.perf_counter() - t
         if world.main:
-            print(f"[ddp_check] world {n} {mode} done in {runs[mode]:.0f}s", flush=True)
+            print(f"[ddp_check] {label} {mode} done in {runs[mode]:.0f}s", flush=True)
     if world.main:
         ref_s = _summary(a.out / "world1")
         fp32 = a.dtype == "float32" or (a.dtype == "auto" and world.device.type == "cpu")
         tol = a.tol if a.tol is not None else (1e-5 if fp32 else 2e-2)
         result = {"preset": a.preset, "steps": a.steps, "seq_len": a.seq_len, "global_batch_tokens": gbt, "world": n,
+                  "interrupt_at": a.interrupt_at, "resume_world": m if a.interrupt_at else None,
                   "device": str(world.device), "dtype": "float32" if fp32 else "bfloat16", "tolerance": tol,
                   "tolerance_kind": "absolute" if fp32 else "relative", "float8": a.float8, "world1": ref_s, "modes": {}}
         ok_all = True
@@ -137,24 +196,29 @@ def main() -> None:
             result["noise_floor"] = max(_diffs(ref_s["loss"], floor["loss"], fp32))
             print(f"[ddp_check] noise floor (1 process, micro-batch halved): max loss diff {result['noise_floor']:.2e}", flush=True)
         for mode in runs:
-            s = _summary(a.out / f"world{n}-{mode}")
+            s = _summary(folders[mode])
             diffs = _diffs(ref_s["loss"], s["loss"], fp32)
-            ok = len(s["loss"]) == len(ref_s["loss"]) and max(diffs) <= tol
+            same_data = _same_data(a.out / "world1", folders[mode])
+            ok = s["steps"] == ref_s["steps"] and max(diffs) <= tol and same_data
             ok_all &= ok
-            s.update(max_diff=max(diffs), match=ok, scaling=s["tokens_per_s"] / ref_s["tokens_per_s"])
+            s.update(max_diff=max(diffs), same_data=same_data, match=ok,
+                     scaling=s["tokens_per_s"] / ref_s["tokens_per_s"] if m == n else None)
             result["modes"][mode] = s
-            print(f"[ddp_check] {mode}: max loss diff {max(diffs):.2e} ({'OK' if ok else 'MISMATCH'}, tol {tol:g}); "
-                  f"tokens/s world1 {ref_s['tokens_per_s']:,.0f} -> world{n} {s['tokens_per_s']:,.0f} "
-                  f"({s['tokens_per_s'] / ref_s['tokens_per_s']:.2f}x)", flush=True)
+            speed = (f"tokens/s world1 {ref_s['tokens_per_s']:,.0f} -> world{n} {s['tokens_per_s']:,.0f} "
+                     f"({s['tokens_per_s'] / ref_s['tokens_per_s']:.2f}x)" if m == n else
+                     f"resumed on {m} process{'es' * (m > 1)} after step {a.interrupt_at} (tokens/s not compared)")
+            print(f"[ddp_check] {mode}: max loss diff {max(diffs):.2e}, same rows {'yes' if same_data else 'NO'} "
+                  f"({'OK' if ok else 'MISMATCH'}, tol {tol:g}); {speed}", flush=True)
         result["verdict"] = "PASS" if ok_all else "FAIL"
         (a.out / "ddp_check.json").write_text(json.dumps(result, indent=1))
-        print(f"[ddp_check] verdict: {result['verdict']} (loss curves of {n} processes vs 1, same global batch); "
+        print(f"[ddp_check] verdict: {result['verdict']} (loss curves of {layout} vs 1, same global batch); "
               f"{a.out / 'ddp_check.json'}", flush=True)
     parallel.barrier(world)
     sys.stdout.flush()
     import torch.distributed as dist
 
-    dist.destroy_process_group()
+    if dist.is_initialized():  # --procs 1 has no process group
+        dist.destroy_process_group()
     os._exit(0 if not world.main or result["verdict"] == "PASS" else 1)
 
 
