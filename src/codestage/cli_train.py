@@ -37,7 +37,8 @@ def dry_run(config: Path, arms: list[str] | None, world: int) -> None:
     from codestage.train.loop import compile_scope
     from codestage.train.parallel import AUTO_FSDP_PARAMS
     from codestage.study.runner import groups_of
-    from codestage.train.pretrain import PretrainSource, build_schedule
+    from codestage.mixing import build_schedule
+    from codestage.train.pretrain import PretrainSource
 
     cfg = load_config(config)
     tc = cfg.pretrain.train

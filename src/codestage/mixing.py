@@ -157,7 +157,6 @@ def build_schedule(mix: MixtureConfig, groups: Mapping[str, Mapping[str, float]]
     return schedule
 
 
-
 def resolve_source_weights(schedule: Schedule, groups: Mapping[str, Mapping[str, float]], *, where: str) -> None:
     """Check every component names a group or a source (raises ConfigError otherwise)."""
     sources = {s for members in groups.values() for s in members}

@@ -17,4 +17,3 @@ from pathlib import Path
 def recorded(path: Path | str, folder: Path | str) -> str:
     """`path` as a file in `folder` records it: relative to `folder`, with forward slashes."""
     return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
-

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from codestage.config import TrainConfig
 from codestage.data.store import TokenStore
 from codestage.errors import ConfigError
-from codestage.mixing import Schedule, SequenceSampler, build_schedule  # build_schedule: re-exported for callers
+from codestage.mixing import Schedule, SequenceSampler
 from codestage.train.loop import TrainResult, train
 
 
