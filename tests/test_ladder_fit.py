@@ -76,6 +76,68 @@ def test_step1_reproduces_the_published_chinchilla_refit() -> None:
     assert fit.cost <= their_loss
 
 
+# logiqa_zh's final checkpoints in docs/results/ladder/run2/points.csv (arm, params, tokens, loss): its
+# shared-exponent fit lies in a valley of equally good fits that extrapolate differently
+VALLEY = [("NL", 426624, 1703936, 3.612878883), ("NL", 426624, 2990080, 3.387075547),
+          ("NL", 1328448, 5308416, 3.378175145), ("NL", 1328448, 9306112, 3.347619954),
+          ("NL", 3213568, 12845056, 3.321885368), ("NL", 3213568, 22478848, 3.284557937),
+          ("NL", 6352320, 25411584, 3.262305058), ("NL", 6352320, 44482560, 3.198441597),
+          ("CODE", 426624, 1703936, 3.94881014), ("CODE", 426624, 2990080, 4.113397009),
+          ("CODE", 1328448, 5308416, 3.373866089), ("CODE", 1328448, 9306112, 3.50134309),
+          ("CODE", 3213568, 12845056, 3.306566982), ("CODE", 3213568, 22478848, 3.255188745),
+          ("CODE", 6352320, 25411584, 3.147128187), ("CODE", 6352320, 44482560, 3.115933105)]
+
+
+def test_equally_good_fits_that_extrapolate_differently_are_found_and_reported(tmp_path) -> None:
+    """At Huber delta 1e-3 the loss is nearly absolute: on these real points fits within 1e-6 of the
+    best loss predict CODE's target loss 5% apart. fit_law must find them (each as good as the best,
+    none better), and fit.json and the report must give the range instead of one arbitrary digit string."""
+    group = np.array([0 if a == "NL" else 1 for a, *_ in VALLEY])
+    n, d, loss = (np.array([r[k] for r in VALLEY], dtype=np.float64) for k in (1, 2, 3))
+    data = LawData.build(n, d, loss, group)
+    fit = fit_law(data, Law(groups=2, shared=True))
+    res = lambda theta: log_law(fit.law.per_group(theta)[data.group], data.u, data.v)[0] - data.y  # noqa: E731
+    costs = [huber(res(t), 1e-3) for t in fit.equal_fits]
+    assert costs[0] == pytest.approx(fit.cost) and min(costs) >= fit.cost * (1 - 1e-12)
+    assert max(costs) <= fit.cost * (1 + 1e-6)
+    code = [math.exp(log_law(fit.law.per_group(t)[1], math.log(TARGET[0]), math.log(TARGET[1]))[0])
+            for t in fit.equal_fits]
+    assert len(fit.equal_fits) >= 3 and (max(code) - min(code)) / min(code) > 0.03
+    lo, hi = fit.law.bounds(float(data.y.max()))
+    assert all(np.all(t >= lo) and np.all(t <= hi) for t in fit.equal_fits)  # the bounded problem's points
+
+    rows = [{"arm": a, "task": "logic", "params": p, "tokens": t, "loss": l} for a, p, t, l in VALLEY]
+    doc = fit_ladder(load_points(write_rows(rows, tmp_path / "p.csv")), FitSettings(bootstrap=100))
+    pred = doc["tasks"]["logic"]["arms"]["CODE"]["prediction"]
+    lo, hi = pred["equal_fits"]["loss_range"]
+    assert lo <= pred["loss"] <= hi and (hi - lo) / pred["loss"] > 0.03
+    ci = pred["loss_ci95"]  # refits from the chosen fit still move (an A left at e^-700 froze them all)
+    assert (ci[1] - ci[0]) / pred["loss"] > 0.1
+    diff = doc["tasks"]["logic"]["difference"]["loss"]
+    assert diff["equal_fits_range"][0] <= diff["value"] <= diff["equal_fits_range"][1]
+    from codestage.study.ladder.report import render_report
+    text = render_report(doc, tmp_path / "fit").read_text()
+    assert "do not pin down" in text and "| logic | CODE |" in text
+    # a percentile interval need not contain the point estimate (a refit can find a better minimum
+    # than the replicates): the plots must still draw it
+    pred["loss_ci95"] = [pred["loss"] * 1.01, pred["loss"] * 1.1]
+    render_report(doc, tmp_path / "fit")
+    assert (tmp_path / "fit" / "plots" / "logic_loss.png").stat().st_size > 0
+
+
+def test_a_well_determined_fit_has_no_spread_among_its_equal_fits() -> None:
+    """Clean points of a known law: every equally good fit predicts the same target loss (1e-4),
+    so the report's range appears only where the points leave the prediction open."""
+    sizes = np.geomspace(2e7, 1e9, 6)
+    n = np.repeat(sizes, 5)
+    d = n * np.tile([5, 10, 20, 40, 80], 6)
+    loss = TrueLaw(E=0.8, A=200.0, B=400.0, alpha=0.34, beta=0.28).loss(n, d)
+    fit = fit_law(LawData.build(n, d, loss * np.exp(np.random.default_rng(0).normal(0, 0.002, n.shape))), Law())
+    preds = [log_law(t, math.log(TARGET[0]), math.log(TARGET[1]))[0] for t in fit.equal_fits]
+    assert max(preds) - min(preds) < 1e-4
+
+
+
 @pytest.mark.parametrize("chance", [0.25, None])
 def test_step2_sigmoid_recovers_a_known_curve(chance) -> None:
     rng = np.random.default_rng(3)

@@ -10,7 +10,7 @@ import numpy as np
 
 from codestage.errors import ConfigError
 from codestage.study.ladder.points import Points
-from codestage.study.ladder.task import fit_task, json_float
+from codestage.study.ladder.task import equal_fit_losses, fit_task, json_float
 
 if TYPE_CHECKING:
     from codestage.study.ladder.fit import FitSettings
@@ -59,12 +59,14 @@ def backtest_task(points: Points, task: str, rows: np.ndarray, held: set[tuple[s
         fit, j = tf.step1[a]
         sig = tf.step2[a]
         cases = []
-        for i in test:
+        equal = equal_fit_losses(tf, a, points.params[test], points.tokens[test])  # (fits, held-out points)
+        for k, i in enumerate(test):
             loss_pred = float(np.exp(fit.log_predict(points.params[i:i + 1], points.tokens[i:i + 1], j)[0]))
             acc = points.accuracy[i]
             acc_pred = None if sig is None else float(sig.predict(loss_pred))
             cases.append({"run": str(points.run[i]), "params": float(points.params[i]), "tokens": float(points.tokens[i]),
                           "loss": float(points.loss[i]), "loss_pred": loss_pred,
+                          "loss_pred_equal_fits": [float(equal[:, k].min()), float(equal[:, k].max())],
                           "loss_abs_error": abs(loss_pred - points.loss[i]),
                           "loss_rel_error": abs(loss_pred - points.loss[i]) / points.loss[i],
                           "accuracy": json_float(acc), "accuracy_pred": acc_pred,
@@ -72,10 +74,12 @@ def backtest_task(points: Points, task: str, rows: np.ndarray, held: set[tuple[s
             preds[(a, float(points.params[i]), float(points.tokens[i]))] = (loss_pred - points.loss[i],
                                                                              math.nan if acc_pred is None else acc_pred - acc)
         acc_err = [c["accuracy_abs_error"] for c in cases if c["accuracy_abs_error"] is not None]
+        rel_by_fit = np.mean(np.abs(equal - points.loss[test]) / points.loss[test], axis=1) if cases else None
         out["arms"][arm] = {
             "held_out": cases,
             "loss_abs_error": json_float(np.mean([c["loss_abs_error"] for c in cases])) if cases else None,
             "loss_rel_error": json_float(np.mean([c["loss_rel_error"] for c in cases])) if cases else None,
+            "loss_rel_error_equal_fits": [float(rel_by_fit.min()), float(rel_by_fit.max())] if cases else None,
             "accuracy_abs_error": json_float(np.mean(acc_err)) if acc_err else None,
             "accuracy_why": None if acc_err else (tf.step2_why[a] or "no accuracy at the held-out points"),
         }

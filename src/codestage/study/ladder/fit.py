@@ -24,7 +24,7 @@ from codestage.study.ladder.backtest import backtest_task, holdout_runs, predict
 from codestage.study.ladder.bootstrap import RESAMPLE, TaskDraws, TaskProblem, run_task
 from codestage.study.ladder.law import HUBER_DELTA, natural
 from codestage.study.ladder.points import Points, describe
-from codestage.study.ladder.task import TaskFit, fit_task, json_float, predict, task_rows
+from codestage.study.ladder.task import TaskFit, equal_fit_difference, equal_fit_losses, fit_task, json_float, predict, task_rows
 
 SCHEMA = "codestage.ladder.fit/1"
 TARGET = (2.6e9, 4.2e10)     # the paper's PanGu-alpha 2.6B, ~42B tokens
@@ -226,6 +226,7 @@ def fit_ladder(points: Points, settings: FitSettings, *, folder: Path | None = N
                                     "accuracy_why": None if acc is not None else tf.step2_why[a]}
             observed = tf.problem.loss[(tf.problem.group == a) & tf.problem.step1]
             pred["loss_below_ladder"] = bool(loss < observed.min())
+            pred["equal_fits"] = _equal_fits(tf, a, s.target)
             if d is not None:
                 pred["loss_ci95"], failed = _ci(d.loss[a])
                 pred["bootstrap"] = {"replicates": s.bootstrap, "failed": failed}
@@ -244,7 +245,7 @@ def fit_ladder(points: Points, settings: FitSettings, *, folder: Path | None = N
             for arm in s.arms:
                 bt = entry["backtest"].get("arms", {}).get(arm)
                 entry["arms"][arm]["prediction"]["backtest"] = (
-                    {k2: bt[k2] for k2 in ("loss_abs_error", "loss_rel_error", "accuracy_abs_error")} if bt else None)
+                    {k2: bt[k2] for k2 in ("loss_abs_error", "loss_rel_error", "loss_rel_error_equal_fits", "accuracy_abs_error")} if bt else None)
         if d is not None and s.resample == "runs":
             entry["bootstrap_redraws"] = d.redraws
         doc["tasks"][task] = entry
@@ -253,9 +254,24 @@ def fit_ladder(points: Points, settings: FitSettings, *, folder: Path | None = N
     return doc
 
 
+def _equal_fits(tf: TaskFit, arm: int, target: tuple[float, float]) -> dict[str, Any]:
+    """What the step-1 fits that match the points as well as the best one (Huber loss within
+    TIE_RTOL) predict at the target: the range the points cannot narrow, beside the bootstrap's."""
+    losses = equal_fit_losses(tf, arm, np.array([target[0]]), np.array([target[1]]))[:, 0]
+    out: dict[str, Any] = {"fits": int(losses.size), "loss_range": [float(losses.min()), float(losses.max())],
+                           "accuracy_range": None}
+    sig = tf.step2[arm]
+    if sig is not None:
+        acc = sig.predict(losses)
+        out["accuracy_range"] = [float(acc.min()), float(acc.max())]
+    return out
+
+
 def _difference(preds: dict[int, tuple[float, float | None]], d: TaskDraws | None, tf: TaskFit) -> dict[str, Any]:
     (l0, a0), (l1, a1) = preds[0], preds[1]
-    out: dict[str, Any] = {"loss": {"value": l1 - l0, "ci95": None, "p_value": None}}
+    span = equal_fit_difference(tf, np.array([tf.problem.target[0]]), np.array([tf.problem.target[1]]))[:, 0]
+    out: dict[str, Any] = {"loss": {"value": l1 - l0, "ci95": None, "p_value": None,
+                                    "equal_fits_range": [float(span[0]), float(span[1])]}}
     if d is not None:
         diff = d.loss[1] - d.loss[0]
         out["loss"]["ci95"], _ = _ci(diff)

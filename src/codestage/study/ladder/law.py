@@ -11,6 +11,13 @@ Step 2 (Bhagia et al. 2024): accuracy = b + a / (1 + exp(s (L - L0))), s > 0, so
 from a + b towards b (the chance level when known, then fixed) as the task loss grows. Bhagia et
 al. write the same curve as a / (1 + e^(-k (L - L0))) + b with k = -s.
 
+Near-ties: at delta 1e-3 the loss is nearly the absolute value of residuals of about 1e-2, and, as
+with least absolute deviations, its minimum can be a whole valley: parameters that fit the points
+equally well (Huber losses within `TIE_RTOL`) yet extrapolate differently. `fit_law` also runs
+MINPACK from the best end point and from more grid points, keeps the best end point of all, and
+records the other near-optimal ones (`LawFit.ties`), so the fit can say how far the points pin its
+prediction down instead of reporting whichever end of the valley one machine's rounding reached.
+
 Refits inside the bootstrap start from the full fit (with E kept away from 0, see `refit_start`):
 MINPACK's Levenberg-Marquardt on the same Huber objective (written as squared residuals psi(r) with
 psi^2 = 2 rho(r), `HuberPsi`), falling back to the bounded trust-region method when an exponent
@@ -31,6 +38,8 @@ LOG_LIM = (-30.0, 80.0)         # bounds of a = log A and b = log B
 HUBER_DELTA = 1e-3
 _GRID = np.linspace(0.05, 1.5, 16)
 _TOP_STARTS = 6
+_PROBE_STARTS = 24              # grid points MINPACK also starts from, to find the other near-optimal fits
+TIE_RTOL = 1e-6                 # end points this close to the best Huber loss fit the points equally well
 
 
 # ---------------------------------------------------------------- step 1: L(N, D)
@@ -153,9 +162,9 @@ def huber(r: np.ndarray, delta: float) -> float:
     return float(np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta)).sum())
 
 
-def _starts(law: Law, data: LawData, delta: float) -> list[np.ndarray]:
+def _starts(law: Law, data: LawData, delta: float, top: int = _TOP_STARTS) -> list[np.ndarray]:
     """Starting points: for each (alpha, beta) on a grid, (E, A, B) >= 0 by NNLS per group in linear
-    space; the grid points with the lowest log-space Huber loss are kept."""
+    space; the `top` grid points with the lowest log-space Huber loss are kept."""
     loss = np.exp(data.y)
     n, d = np.exp(data.u), np.exp(data.v)
     scored: list[tuple[float, np.ndarray]] = []
@@ -171,7 +180,7 @@ def _starts(law: Law, data: LawData, delta: float) -> list[np.ndarray]:
             res, _ = _residuals(law, data, data.y)
             scored.append((huber(res(theta), delta), theta))
     scored.sort(key=lambda x: x[0])
-    return [t for _, t in scored[:_TOP_STARTS]]
+    return [t for _, t in scored[:top]]
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,12 @@ class LawFit:
     cost: float          # Huber loss of the log residuals
     starts: int
     converged: bool
+    ties: tuple[np.ndarray, ...] = ()  # other end points within TIE_RTOL of `cost` (see the module's docstring)
+
+    @property
+    def equal_fits(self) -> tuple[np.ndarray, ...]:
+        """The fit and its near-ties: every parameter vector the points cannot tell from the best."""
+        return (self.theta, *self.ties)
 
     def log_predict(self, params: np.ndarray, tokens: np.ndarray, group: np.ndarray | int = 0) -> np.ndarray:
         g = np.broadcast_to(np.asarray(group), np.shape(params))
@@ -211,20 +226,41 @@ def check_identifiable(data: LawData, law: Law) -> tuple[int | None, str] | None
 
 
 def fit_law(data: LawData, law: Law, delta: float = HUBER_DELTA) -> LawFit:
-    """The best of several bounded robust fits (log space, Huber), started from the grid."""
+    """The best of several bounded robust fits (log space, Huber) started from the grid, and of
+    MINPACK runs from its end point and from more grid points; with the near-ties of the best."""
     res, jac = _residuals(law, data, data.y)
     lo, hi = law.bounds(float(data.y.max()))
-    best = None
-    starts = _starts(law, data, delta)
-    for x0 in starts:
+    ends: list[tuple[float, np.ndarray, bool]] = []
+    starts = _starts(law, data, delta, max(_TOP_STARTS, _PROBE_STARTS))
+    for x0 in starts[:_TOP_STARTS]:
         r = least_squares(res, np.clip(x0, lo, hi), jac=jac, bounds=(lo, hi), loss="huber", f_scale=delta,
                           x_scale="jac", max_nfev=2000)
-        cost = huber(r.fun, delta)
-        if best is None or cost < best[0]:
-            best = (cost, r)
-    assert best is not None
-    cost, r = best
-    return LawFit(law, r.x, cost, len(starts), bool(r.status > 0))
+        ends.append((huber(r.fun, delta), r.x, bool(r.status > 0)))
+    first = min(ends, key=lambda e: e[0])[1]
+    for x0 in [first, *starts]:
+        x, _, converged = _minpack(law, data, data.y, x0, delta)
+        if converged and np.all(x >= lo) and np.all(x <= hi):  # the bounded problem's points only: an A or B
+            ends.append((huber(res(x), delta), x, True))          # run off to e^-700 would freeze every refit
+    ends.sort(key=lambda e: e[0])
+    cost, theta, converged = ends[0]
+    ties = tuple(x for c, x, ok in ends[1:] if ok and c <= cost * (1 + TIE_RTOL))
+    return LawFit(law, theta, cost, _TOP_STARTS + len(starts) + 1, converged, ties)  # starts of both methods
+
+
+def _minpack(law: Law, data: LawData, y: np.ndarray, x0: np.ndarray, delta: float) -> tuple[np.ndarray, bool, bool]:
+    """MINPACK's Levenberg-Marquardt on the Huber objective (`HuberPsi`) from x0, unbounded: its end
+    point, whether the exponents ended inside [0, EXP_MAX] (log E may run below its bound: E near 0
+    is a legitimate end point), and whether it converged."""
+    psi = HuberPsi(law, data, y, delta)
+    try:
+        with warnings.catch_warnings():  # a run that stops short is handled by the caller
+            warnings.simplefilter("ignore", RuntimeWarning)
+            x, status = leastsq(psi.fun, x0, Dfun=psi.jac, maxfev=400)
+    except (ValueError, np.linalg.LinAlgError):
+        return x0, False, False
+    exps = x[law.pos[:, 3:]]
+    in_range = bool(np.all(np.isfinite(x)) and np.all(exps >= 0) and np.all(exps <= EXP_MAX))
+    return x, in_range, status in (1, 2, 3, 4)
 
 
 class HuberPsi:
@@ -310,15 +346,10 @@ def refit_law(fit: LawFit, data: LawData, y: np.ndarray, delta: float = HUBER_DE
     stops), from the start when an exponent left its range (the bounded minimum lies elsewhere).
     """
     x0 = refit_start(fit, y)
-    psi = HuberPsi(fit.law, data, y, delta)
+    x, in_range, converged = _minpack(fit.law, data, y, x0, delta)
+    if in_range and converged:
+        return x
     try:
-        with warnings.catch_warnings():  # a refit that stops short is finished below, not reported twice
-            warnings.simplefilter("ignore", RuntimeWarning)
-            x, status = leastsq(psi.fun, x0, Dfun=psi.jac, maxfev=400)
-        exps = x[fit.law.pos[:, 3:]]
-        in_range = bool(np.all(np.isfinite(x)) and np.all(exps >= 0) and np.all(exps <= EXP_MAX))
-        if in_range and status in (1, 2, 3, 4):
-            return x
         res, jac = _residuals(fit.law, data, y)
         lo, hi = fit.law.bounds(float(max(y.max(), data.y.max())))
         r = least_squares(res, np.clip(x if in_range else x0, lo, hi), jac=jac, bounds=(lo, hi), loss="huber",

@@ -105,9 +105,7 @@ def _plot_loss(task: str, entry: dict, doc: dict, path: Path) -> None:
         ax.plot(6 * n_path * n_path * ratio, _law(law, n_path, n_path * ratio), color=color, lw=1.5,
                 label=f"{arm} law at {ratio:.3g} tokens/param")
         pred = rep["prediction"]
-        ci = pred.get("loss_ci95")
-        yerr = None if not ci else [[pred["loss"] - ci[0]], [ci[1] - pred["loss"]]]
-        ax.errorbar([6 * target_n * target_d], [pred["loss"]], yerr=yerr, fmt="*", ms=11, color=color, capsize=4)
+        _mark(ax, 6 * target_n * target_d, pred["loss"], None, pred.get("loss_ci95"), color)
     ax.axvline(6 * target_n * target_d, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_xlabel("compute C = 6 N D (FLOPs)")
@@ -117,6 +115,16 @@ def _plot_loss(task: str, entry: dict, doc: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _mark(ax, x: float, y: float, xci: list[float] | None, yci: list[float] | None, color: str) -> None:
+    """A prediction (*) with its intervals drawn as lines from end to end: a percentile interval
+    need not contain the point estimate, which error bars (offsets from the point) cannot show."""
+    ax.plot([x], [y], marker="*", ms=11, color=color, ls="none")
+    if yci:
+        ax.plot([x, x], yci, color=color, lw=1.2, marker="_", ms=8)
+    if xci:
+        ax.plot(xci, [y, y], color=color, lw=1.2, marker="|", ms=8)
 
 
 def _sigmoid(p: dict[str, float], loss: np.ndarray) -> np.ndarray:
@@ -143,11 +151,7 @@ def _plot_accuracy(task: str, entry: dict, path: Path) -> None:
             continue
         grid = np.linspace(min(lo_all, pred["loss"]) * 0.95, hi_all * 1.02, 200)
         ax.plot(grid, _sigmoid(rep["step2"]["params"], grid), color=color, lw=1.5)
-        lci, aci = pred.get("loss_ci95"), pred.get("accuracy_ci95")
-        ax.errorbar([pred["loss"]], [pred["accuracy"]],
-                    xerr=None if not lci else [[pred["loss"] - lci[0]], [lci[1] - pred["loss"]]],
-                    yerr=None if not aci else [[pred["accuracy"] - aci[0]], [aci[1] - pred["accuracy"]]],
-                    fmt="*", ms=11, color=color, capsize=4)
+        _mark(ax, pred["loss"], pred["accuracy"], pred.get("loss_ci95"), pred.get("accuracy_ci95"), color)
     if chance is not None:
         ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xlabel("task loss")
@@ -169,6 +173,34 @@ def _backtest_cell(pred: dict, key: str, points: bool) -> str:
     if not bt or bt.get(key) is None:
         return DASH
     return f"{100 * bt[key]:.1f} pt" if points else f"{100 * bt[key]:.1f}%"
+
+
+EQUAL_FITS_SHOWN = 1e-3  # relative width of the equally-good-fit range from which the report names it
+
+
+def _equal_fit_lines(doc: dict) -> list[str]:
+    """The predictions the points do not pin down: step-1 fits as good as the best (Huber loss within
+    1e-6) that predict a different target loss."""
+    rows = []
+    for task, e in doc["tasks"].items():
+        for arm, rep in e["arms"].items():
+            eq = rep["prediction"].get("equal_fits")
+            if not eq:
+                continue
+            lo, hi = eq["loss_range"]
+            if hi - lo > EQUAL_FITS_SHOWN * rep["prediction"]["loss"]:
+                diff = (e.get("difference") or {}).get("loss", {}).get("equal_fits_range")
+                rows.append(f"| {task} | {arm} | {_g(rep['prediction']['loss'])} | {_g(lo)}-{_g(hi)} "
+                            f"({100 * (hi - lo) / rep['prediction']['loss']:.1f}%) | {eq['fits']} | "
+                            + (DASH if diff is None else f"{diff[0]:+.4g} to {diff[1]:+.4g}") + " |")
+    if not rows:
+        return []
+    return ["", "**Predictions the points do not pin down.** These step-1 fits have equally good fits (Huber loss "
+            "within 1e-6 of the best) that extrapolate differently: any value in the range fits the points as well as "
+            "the one reported, which is whichever end point the search reached. The bootstrap interval is the wider "
+            "measure; this range says the point prediction carries no more digits than it shows.", "",
+            "| task | arm | prediction | equally good fits predict | fits | difference over them |",
+            "|---|---|---|---|---|---|", *rows]
 
 
 def _tables(doc: dict) -> list[str]:
@@ -193,6 +225,7 @@ def _tables(doc: dict) -> list[str]:
         pd = e["predictability"]
         cells.append(DASH if "loss_std" not in pd else f"{pd['loss_std']:.3g} ({100 * pd['loss_rel_std']:.2f}%)")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _equal_fit_lines(doc)
     lines += ["", "### Accuracy (%)", "",
               "The paper's columns are Ma et al.'s PanGu-alpha 2.6B pretraining numbers for the task's domain "
               "(code generation: BLEU, not accuracy).", "",
@@ -247,13 +280,16 @@ def _task_section(task: str, entry: dict, doc: dict) -> list[str]:
             lines += ["", f"Backtest: {bt['why']}"]
         else:
             lines += ["", "Backtest (held-out rungs, refit without them):", "",
-                      "| arm | run | params | tokens | loss | predicted | rel. error | accuracy | predicted | abs. error |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      "| arm | run | params | tokens | loss | predicted | equally good fits predict | rel. error | "
+                      "accuracy | predicted | abs. error |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for arm, b in bt["arms"].items():
                 for c in b["held_out"]:
                     err = DASH if c["accuracy_abs_error"] is None else f"{100 * c['accuracy_abs_error']:.1f} pt"
+                    eq = c.get("loss_pred_equal_fits")
+                    eq_cell = DASH if eq is None else f"{eq[0]:.4g}-{eq[1]:.4g}"
                     lines.append(f"| {arm} | {c['run']} | {c['params']:.3g} | {c['tokens']:.3g} | {c['loss']:.4g} | "
-                                 f"{c['loss_pred']:.4g} | {100 * c['loss_rel_error']:.2f}% | {_pct(c['accuracy'])} | "
+                                 f"{c['loss_pred']:.4g} | {eq_cell} | {100 * c['loss_rel_error']:.2f}% | {_pct(c['accuracy'])} | "
                                  f"{_pct(c['accuracy_pred'])} | {err} |")
     return lines + [""]
 

@@ -12,7 +12,7 @@ from scipy import stats
 
 from codestage.errors import DataError
 from codestage.study.ladder.bootstrap import TaskProblem, Unit
-from codestage.study.ladder.law import Law, LawData, LawFit, SigmoidFit, check_identifiable, fit_law, fit_sigmoid
+from codestage.study.ladder.law import Law, LawData, LawFit, SigmoidFit, check_identifiable, fit_law, fit_sigmoid, log_law
 from codestage.study.ladder.points import ItemData, Points
 
 if TYPE_CHECKING:
@@ -121,6 +121,25 @@ def fit_task(points: Points, task: str, rows: np.ndarray, s: FitSettings, strict
                           target=s.target, delta=s.huber_delta, resample=s.resample, n_boot=s.bootstrap,
                           seed=seed if seed is not None else np.random.SeedSequence(s.seed))
     return TaskFit(problem, step1, sigmoids, whys)
+
+
+def equal_fit_losses(tf: TaskFit, arm: int, params: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Losses at (params, tokens) under each of the arm's equally good step-1 fits (`LawFit.equal_fits`),
+    shape (fits, points); arms fitted together share the row order, so rows pair across arms."""
+    fit, j = tf.step1[arm]
+    u, v = np.log(np.asarray(params, dtype=np.float64)), np.log(np.asarray(tokens, dtype=np.float64))
+    return np.exp(np.stack([log_law(fit.law.per_group(theta)[j], u, v)[0] for theta in fit.equal_fits]))
+
+
+def equal_fit_difference(tf: TaskFit, params: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """(lowest, highest) loss difference arm 1 - arm 0 over the equally good fits, per point: paired
+    fit by fit where the arms share one fit, else the extremes of each arm's range."""
+    l0 = equal_fit_losses(tf, 0, params, tokens)
+    l1 = equal_fit_losses(tf, 1, params, tokens)
+    if tf.step1[0][0] is tf.step1[1][0]:
+        d = l1 - l0
+        return np.stack([d.min(axis=0), d.max(axis=0)])
+    return np.stack([l1.min(axis=0) - l0.max(axis=0), l1.max(axis=0) - l0.min(axis=0)])
 
 
 def predict(tf: TaskFit, arm: int, target: tuple[float, float]) -> tuple[float, float | None]:
