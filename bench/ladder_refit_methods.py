@@ -2,11 +2,17 @@
 how many reach the minimum that the full multi-start fit (`fit_law`) finds on each replicate.
 
   python bench/ladder_refit_methods.py [--replicates 60] [--task task0] [--seed 0]
+  python bench/ladder_refit_methods.py --points docs/results/ladder/run2/points.csv --task logiqa_zh --one-at-a-time
 
-The task comes from bench/ladder_fit.py's ladder (shared exponents: 8 parameters, 16 final points
-per replicate, runs resampled within each arm, Huber delta 1e-3). Methods, each from `refit_start`:
+The task comes from bench/ladder_fit.py's simulated ladder, or from a real POINTS file (--points;
+its per-item files are not resampled here, only its runs): shared exponents (8 parameters, 16
+final points per replicate for a ladder of 8 runs per arm), runs resampled within each arm, Huber
+delta 1e-3. Methods, each from `refit_start`:
 
-  one at a time    `refit_law`, the library's: MINPACK Levenberg-Marquardt per replicate
+  warm alone       MINPACK Levenberg-Marquardt per replicate from the full fit, bounded fallback
+                   (the library's refit until 2026-12-01)
+  one at a time    `refit_law`, the library's: the warm fit and one cold bounded fit from the
+                   replicate's best grid start, the better of the two
   stacked, lsmr    all replicates as ONE scipy least_squares problem (parameters replicates x 8,
                    residuals replicates x 16): the Huber loss as psi residuals (`HuberPsi`), a sparse
                    block-diagonal Jacobian, method trf, tr_solver lsmr
@@ -87,17 +93,22 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=60)
     ap.add_argument("--task", default="task0")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--points", type=Path, help="a POINTS file instead of the simulated bench ladder")
+    ap.add_argument("--one-at-a-time", action="store_true", help="skip the stacked methods (slow)")
     args = ap.parse_args()
 
     from codestage.study.ladder.bootstrap import _draw_runs, _local_group, _runs_by_arm, _unit_rows
     from codestage.study.ladder.fit import FitSettings
-    from codestage.study.ladder.law import LawData, fit_law, huber, log_law, refit_law, refit_start
+    from codestage.study.ladder.law import LawData, _refit_warm, _residuals, fit_law, huber, log_law, refit_law, refit_start
     from codestage.study.ladder.points import load_points
     from codestage.study.ladder.simulate import write_rows
     from codestage.study.ladder.task import fit_task, task_rows
 
-    with tempfile.TemporaryDirectory() as tmp:
-        points = load_points(write_rows(bench_rows(), Path(tmp) / "points.csv"))
+    if args.points:
+        points = load_points(args.points)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            points = load_points(write_rows(bench_rows(), Path(tmp) / "points.csv"))
     s = FitSettings(bootstrap=args.replicates, workers=1)
     tf = fit_task(points, args.task, task_rows(points, args.task, s.arms), s, strict=True)
     p, unit = tf.problem, tf.problem.units[0]
@@ -118,7 +129,12 @@ def main() -> None:
     best = np.array([fit_law(d, law, delta).cost for d in datas])
     ref_s = time.perf_counter() - t0
     blocks = [(refit_start(unit.fit, d.y), d) for d in datas]
+    def warm(d):
+        res, jac = _residuals(law, d, d.y)
+        return _refit_warm(unit.fit, d, d.y, delta, res, jac, *law.bounds(float(d.y.max())))
+
     methods = {
+        "warm alone": lambda: [warm(d) for d in datas],
         "one at a time": lambda: [refit_law(unit.fit, d, d.y, delta) for d in datas],
         "stacked, lsmr": lambda: _stacked(law, blocks, delta, "psi", len(blocks)),
         "stacked, huber": lambda: _stacked(law, blocks, delta, "huber", len(blocks)),
@@ -127,6 +143,8 @@ def main() -> None:
     print(f"task {args.task}, {args.replicates} replicates, huber delta {delta:g}; multi-start fit_law (the "
           f"reference): {1e3 * ref_s / args.replicates:.0f} ms per replicate")
     for name, run in methods.items():
+        if args.one_at_a_time and name.startswith("stacked"):
+            continue
         t0 = time.perf_counter()
         thetas = run()
         ms = 1e3 * (time.perf_counter() - t0) / args.replicates

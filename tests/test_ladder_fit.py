@@ -125,6 +125,32 @@ def test_equally_good_fits_that_extrapolate_differently_are_found_and_reported(t
     assert (tmp_path / "fit" / "plots" / "logic_loss.png").stat().st_size > 0
 
 
+def test_refit_reaches_the_replicates_minimum_on_real_points() -> None:
+    """VALLEY's points (a real ladder), runs drawn with replacement within each arm: the refit ends
+    within 1e-3 of the minimum the full multi-start fit finds on the same replicate in at least 24
+    of 30 replicates (measured: 26). Warm-started alone it did in 5 of 30 (the objective has
+    several basins, some at a bound), which made the intervals on the GPU ladder too narrow; the
+    cold fit from the replicate's own best grid start beside it closes most of the gap."""
+    group = np.array([0 if a == "NL" else 1 for a, *_ in VALLEY])
+    n, d, loss = (np.array([r[k] for r in VALLEY], dtype=np.float64) for k in (1, 2, 3))
+    law = Law(groups=2, shared=True)
+    centre = fit_law(LawData.build(n, d, loss, group), law)
+    rng = np.random.default_rng(0)
+    hits = tried = 0
+    while tried < 30:
+        rows = np.concatenate([rng.choice(np.flatnonzero(group == g), 8) for g in (0, 1)])
+        data = LawData.build(n[rows], d[rows], loss[rows], group[rows])
+        if check_identifiable(data, law) is not None:
+            continue
+        tried += 1
+        theta = refit_law(centre, data, data.y)
+        if theta is None:
+            continue
+        cost = huber(log_law(law.per_group(theta)[data.group], data.u, data.v)[0] - data.y, 1e-3)
+        hits += cost <= fit_law(data, law).cost * (1 + 1e-3)
+    assert hits >= 24
+
+
 def test_a_well_determined_fit_has_no_spread_among_its_equal_fits() -> None:
     """Clean points of a known law: every equally good fit predicts the same target loss (1e-4),
     so the report's range appears only where the points leave the prediction open."""
@@ -242,12 +268,13 @@ def test_refit_of_non_finite_losses_fails_instead_of_returning_the_start() -> No
 # ---------------------------------------------------------------- bootstrap calibration
 @pytest.mark.slow
 def test_bootstrap_intervals_cover_the_truth_at_about_the_nominal_rate(tmp_path) -> None:
-    """80 simulated ladders of 20 runs (5 sizes x 4 budgets, 1% noise), 100 replicates each: the
+    """60 simulated ladders of 20 runs (5 sizes x 4 budgets, 1% noise), 100 replicates each: the
     95% interval of the target loss covers the true value in 0.85-1.0 of them (nominal 0.95; the
-    binomial 95% band for 80 draws is about +-0.05, and the percentile bootstrap of a far
-    extrapolation is known to run a little short)."""
+    binomial 95% band for 60 draws is about +-0.055, and the percentile bootstrap of a far
+    extrapolation is known to run a little short). Measured: 0.967 (58 of 60), with and without
+    the cold refit beside the warm one (80 ladders: 0.975 both)."""
     hits = 0
-    n = 80
+    n = 60
     truth = float(NL.loss(*TARGET))
     for i in range(n):
         rows = simulate_rows({("NL", "t"): NL}, [5e6, 1e7, 2e7, 4e7, 8e7], [5, 10, 20, 40], noise=0.01, seed=100 + i)

@@ -18,10 +18,11 @@ MINPACK from the best end point and from more grid points, keeps the best end po
 records the other near-optimal ones (`LawFit.ties`), so the fit can say how far the points pin its
 prediction down instead of reporting whichever end of the valley one machine's rounding reached.
 
-Refits inside the bootstrap start from the full fit (with E kept away from 0, see `refit_start`):
-MINPACK's Levenberg-Marquardt on the same Huber objective (written as squared residuals psi(r) with
-psi^2 = 2 rho(r), `HuberPsi`), falling back to the bounded trust-region method when an exponent
-leaves [0, EXP_MAX] or it does not converge.
+Refits inside the bootstrap (`refit_law`) keep the better of a warm fit from the full fit (with E
+kept away from 0, see `refit_start`: MINPACK's Levenberg-Marquardt on the same Huber objective,
+written as squared residuals psi(r) with psi^2 = 2 rho(r), `HuberPsi`, falling back to the bounded
+trust-region method when an exponent leaves [0, EXP_MAX] or it does not converge) and a cold
+bounded trust-region fit from the replicate's own best grid start.
 """
 
 from __future__ import annotations
@@ -335,25 +336,50 @@ def refit_start(fit: LawFit, y: np.ndarray) -> np.ndarray:
 
 
 def refit_law(fit: LawFit, data: LawData, y: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray | None:
-    """One refit to new log losses `y`, started from the full fit; None if it fails.
+    """One refit to new log losses `y` (`data` built from them); None if it fails.
 
-    MINPACK's Levenberg-Marquardt on the Huber objective (`HuberPsi`), unbounded because it is
-    several times faster than the bounded trust-region method; its end point is kept when it
-    converged with the exponents inside [0, EXP_MAX] (log E may run below its bound: E near 0 is a
-    legitimate end point). Otherwise the bounded trust-region fit of `fit_law` finishes the job:
-    from where Levenberg-Marquardt stopped when it ran out of steps with the exponents in range
-    (mostly a replicate whose E creeps towards 0 at an unchanged loss, which the bound on log E
-    stops), from the start when an exponent left its range (the bounded minimum lies elsewhere).
+    The better of two fits. Warm: MINPACK's Levenberg-Marquardt on the Huber objective
+    (`HuberPsi`) from the full fit, kept when it converged with the exponents inside [0, EXP_MAX]
+    (log E may run below its bound: E near 0 is a legitimate end point); otherwise the bounded
+    trust-region fit of `fit_law` finishes the job, from where Levenberg-Marquardt stopped when it
+    ran out of steps with the exponents in range (mostly a replicate whose E creeps towards 0 at an
+    unchanged loss, which the bound on log E stops), from the start when an exponent left its range.
+    Cold: one bounded trust-region fit from the replicate's own best grid start, as `fit_law`'s
+    first. On the real GPU ladder the warm fit alone ended more than 1e-3 above the replicate's own
+    multi-start minimum in half the replicates (the objective has several basins, some at a bound)
+    and the intervals came out too narrow; with the cold fit beside it 94% end within 1e-3 of it
+    (docs/ladder.md, "How the replicates are refitted").
     """
+    res, jac = _residuals(fit.law, data, y)
+    lo, hi = fit.law.bounds(float(max(y.max(), data.y.max())))
+    ends = [x for x in (_refit_warm(fit, data, y, delta, res, jac, lo, hi), _refit_cold(fit.law, data, delta, res, jac, lo, hi))
+            if x is not None]
+    if not ends:
+        return None
+    return min(ends, key=lambda x: huber(res(x), delta))
+
+
+def _refit_warm(fit: LawFit, data: LawData, y: np.ndarray, delta: float, res, jac, lo: np.ndarray,
+                hi: np.ndarray) -> np.ndarray | None:
     x0 = refit_start(fit, y)
     x, in_range, converged = _minpack(fit.law, data, y, x0, delta)
     if in_range and converged:
         return x
     try:
-        res, jac = _residuals(fit.law, data, y)
-        lo, hi = fit.law.bounds(float(max(y.max(), data.y.max())))
         r = least_squares(res, np.clip(x if in_range else x0, lo, hi), jac=jac, bounds=(lo, hi), loss="huber",
                           f_scale=delta, x_scale="jac", max_nfev=1000, ftol=1e-10, xtol=1e-10)
+        return r.x if r.status > 0 else None
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+
+
+def _refit_cold(law: Law, data: LawData, delta: float, res, jac, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+    if not np.all(np.isfinite(data.y)):
+        return None
+    try:
+        x0 = _starts(law, data, delta, 1)[0]
+        r = least_squares(res, np.clip(x0, lo, hi), jac=jac, bounds=(lo, hi), loss="huber", f_scale=delta,
+                          x_scale="jac", max_nfev=2000)
         return r.x if r.status > 0 else None
     except (ValueError, np.linalg.LinAlgError):
         return None
