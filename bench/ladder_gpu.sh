@@ -87,7 +87,7 @@ stamp "ladder run exited with $RC"
 if [ "$RC" != 0 ] || [ ! -f "$WORK/ladder/fit/fit.json" ]; then
   stamp "the run did not finish: points and fit from the checkpoints evaluated so far (ladder/partial/)"
   $PY -m codestage.cli ladder points "$WORK" --to "$WORK/ladder/partial/points.csv" 2>&1 | tee -a "$OUT/stages.log"
-  timeout 60 $PY -m codestage.cli ladder fit "$WORK/ladder/partial/points.csv" --out "$WORK/ladder/partial/fit" \
+  timeout 120 $PY -m codestage.cli ladder fit "$WORK/ladder/partial/points.csv" --out "$WORK/ladder/partial/fit" \
     --holdout largest --step1-points all --bootstrap 200 > "$B/partial_fit.log" 2>&1
   stamp "partial fit exited with $?"
 fi
