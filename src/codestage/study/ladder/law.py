@@ -168,6 +168,7 @@ def _starts(law: Law, data: LawData, delta: float, top: int = _TOP_STARTS) -> li
     space; the `top` grid points with the lowest log-space Huber loss are kept."""
     loss = np.exp(data.y)
     n, d = np.exp(data.u), np.exp(data.v)
+    res, _ = _residuals(law, data, data.y)
     scored: list[tuple[float, np.ndarray]] = []
     for alpha in _GRID:
         for beta in _GRID:
@@ -178,7 +179,6 @@ def _starts(law: Law, data: LawData, delta: float, top: int = _TOP_STARTS) -> li
                 coef, _ = nnls(design, loss[m])
                 nat[g] = [*coef, alpha, beta]
             theta = law.from_natural(nat)
-            res, _ = _residuals(law, data, data.y)
             scored.append((huber(res(theta), delta), theta))
     scored.sort(key=lambda x: x[0])
     return [t for _, t in scored[:top]]
@@ -226,6 +226,12 @@ def check_identifiable(data: LawData, law: Law) -> tuple[int | None, str] | None
     return None
 
 
+def _bounded_fit(res, jac, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, delta: float, **opts):
+    """scipy's bounded trust-region fit of the log residuals with the Huber loss, from x0 (clipped)."""
+    return least_squares(res, np.clip(x0, lo, hi), jac=jac, bounds=(lo, hi), loss="huber", f_scale=delta,
+                         x_scale="jac", **opts)
+
+
 def fit_law(data: LawData, law: Law, delta: float = HUBER_DELTA) -> LawFit:
     """The best of several bounded robust fits (log space, Huber) started from the grid, and of
     MINPACK runs from its end point and from more grid points; with the near-ties of the best."""
@@ -234,8 +240,7 @@ def fit_law(data: LawData, law: Law, delta: float = HUBER_DELTA) -> LawFit:
     ends: list[tuple[float, np.ndarray, bool]] = []
     starts = _starts(law, data, delta, max(_TOP_STARTS, _PROBE_STARTS))
     for x0 in starts[:_TOP_STARTS]:
-        r = least_squares(res, np.clip(x0, lo, hi), jac=jac, bounds=(lo, hi), loss="huber", f_scale=delta,
-                          x_scale="jac", max_nfev=2000)
+        r = _bounded_fit(res, jac, x0, lo, hi, delta, max_nfev=2000)
         ends.append((huber(r.fun, delta), r.x, bool(r.status > 0)))
     first = min(ends, key=lambda e: e[0])[1]
     for x0 in [first, *starts]:
@@ -366,8 +371,7 @@ def _refit_warm(fit: LawFit, data: LawData, y: np.ndarray, delta: float, res, ja
     if in_range and converged:
         return x
     try:
-        r = least_squares(res, np.clip(x if in_range else x0, lo, hi), jac=jac, bounds=(lo, hi), loss="huber",
-                          f_scale=delta, x_scale="jac", max_nfev=1000, ftol=1e-10, xtol=1e-10)
+        r = _bounded_fit(res, jac, x if in_range else x0, lo, hi, delta, max_nfev=1000, ftol=1e-10, xtol=1e-10)
         return r.x if r.status > 0 else None
     except (ValueError, np.linalg.LinAlgError):
         return None
@@ -378,8 +382,7 @@ def _refit_cold(law: Law, data: LawData, delta: float, res, jac, lo: np.ndarray,
         return None
     try:
         x0 = _starts(law, data, delta, 1)[0]
-        r = least_squares(res, np.clip(x0, lo, hi), jac=jac, bounds=(lo, hi), loss="huber", f_scale=delta,
-                          x_scale="jac", max_nfev=2000)
+        r = _bounded_fit(res, jac, x0, lo, hi, delta, max_nfev=2000)
         return r.x if r.status > 0 else None
     except (ValueError, np.linalg.LinAlgError):
         return None
